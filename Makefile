@@ -1,0 +1,38 @@
+# baton: make test runs on a fresh machine (it installs valkey-server first).
+GO      ?= go
+PKGS    ?= ./...
+BENCHTIME ?= 2s
+
+.PHONY: test valkey vet bench bench-peers lint cover demo tidy-check examples
+
+## test: install valkey-server if missing, vet, and run every test with -race
+test: valkey vet
+	$(GO) test -race -count=1 -p 2 -timeout 20m $(PKGS)
+
+valkey:
+	@scripts/ensure-valkey.sh
+
+vet:
+	$(GO) vet $(PKGS)
+
+## bench: the library's benchmarks against a real valkey-server (figures, not pass/fail)
+bench: valkey
+	$(GO) test -run '^$$' -bench . -benchtime=$(BENCHTIME) -timeout 20m $(PKGS)
+
+## bench-peers: baton side by side with the Go peers; rewrites docs/benchmarks.md
+bench-peers: valkey
+	cd bench && $(GO) run . -write ../docs/benchmarks.md
+
+## lint: go vet plus staticcheck
+lint: vet
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+## cover: test coverage per package, HTML report in cover.html
+cover: valkey
+	$(GO) test -race -count=1 -coverprofile=cover.out $(PKGS)
+	$(GO) tool cover -func=cover.out | tail -1
+	$(GO) tool cover -html=cover.out -o cover.html
+
+## tidy-check: go.mod and go.sum are tidy
+tidy-check:
+	$(GO) mod tidy -diff

@@ -1,0 +1,45 @@
+// Package lock is a distributed lock on Valkey: valkey-py's Lock, made for Go,
+// with fencing tokens and waiters that do not poll.
+//
+// # Model
+//
+// A *Lock names one lock; it is built once with New and shared. Acquire and
+// TryAcquire return a *Held for each acquisition: it carries the random token
+// stored at the key, the fencing token issued with it, and the name. Only the
+// holder of the *Held can release, extend or reacquire it, which is what
+// valkey-py's thread_local=True protects; handing the *Held to another goroutine
+// is thread_local=False.
+//
+// On the server an acquisition is SET key token NX PX ttl, made in one script
+// that also issues the fencing token; release is a compare-and-delete script
+// that publishes on the lock's channel. Acquire plus Release is two round trips.
+//
+// # Guarantees and limits
+//
+// While the key holds a Held's token, no other acquisition of the lock can
+// succeed. When the TTL runs out before the holder releases or extends, the
+// lock passes on while the old holder may still act: a lock with a TTL is a
+// lease, not a mutex. Fencing tokens close that gap for resources that check
+// them: every acquisition's Fence is strictly greater than every earlier one's,
+// including across a restart of a server that kept no data (a missing counter
+// restarts from the server's clock in microseconds). See docs/safety.md.
+//
+// Errors tell "held by someone else" (ErrNotAcquired, ErrNotOwned) from "could
+// not reach the server" (ErrUnavailable): a renewal loop gives up on the first
+// and retries the second.
+//
+// # Waiting
+//
+// Blocked Acquire calls on one *Lock queue in FIFO order; only the first talks
+// to the server. It attempts when a release is published, when the holder's
+// TTL as reported by the last failed attempt runs out, when the subscription
+// is (re)established, and otherwise every RetryInterval as a fallback. One
+// release therefore wakes one attempt per process, and a crashed holder is
+// replaced within a round trip of its TTL's end.
+//
+// # Keys
+//
+// The lock key is KeyPrefix+name (or name itself with PlainKey, compatible with
+// valkey-py's Lock). The fence counter and the release channel derive from the
+// key with a shared hash tag, so every script stays on one cluster slot.
+package lock

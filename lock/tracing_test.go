@@ -1,0 +1,70 @@
+package lock
+
+import (
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+func TestSpans(t *testing.T) {
+	e := newEnv(t)
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(ctxT(t)) })
+	l := e.lock(t, "traced", Config{TTL: time.Minute, TracerProvider: tp})
+	ctx := ctxT(t)
+
+	h := mustAcquire(t, l)
+	_, _ = l.TryAcquire(ctx) // held: not an error
+	_ = h.Extend(ctx, time.Second)
+	_ = h.Reacquire(ctx)
+	_ = h.Release(ctx)
+	_ = h.Release(ctx) // not held: an error
+
+	spans := exp.GetSpans()
+	want := []struct {
+		name     string
+		acquired attribute.Value
+		fence    bool
+		status   codes.Code
+	}{
+		{"lock.acquire", attribute.BoolValue(true), true, codes.Unset},
+		{"lock.acquire", attribute.BoolValue(false), false, codes.Unset},
+		{"lock.extend", attribute.Value{}, true, codes.Unset},
+		{"lock.reacquire", attribute.Value{}, true, codes.Unset},
+		{"lock.release", attribute.Value{}, true, codes.Unset},
+		{"lock.release", attribute.Value{}, true, codes.Error},
+	}
+	if len(spans) != len(want) {
+		t.Fatalf("spans = %d; want %d", len(spans), len(want))
+	}
+	for i, w := range want {
+		s := spans[i]
+		attrs := map[attribute.Key]attribute.Value{}
+		for _, kv := range s.Attributes {
+			attrs[kv.Key] = kv.Value
+		}
+		if s.Name != w.name || s.Status.Code != w.status {
+			t.Errorf("span %d = %s/%v; want %s/%v", i, s.Name, s.Status.Code, w.name, w.status)
+		}
+		if attrs[AttrName].AsString() != "traced" {
+			t.Errorf("span %d %s: name attribute = %q; want traced", i, s.Name, attrs[AttrName].AsString())
+		}
+		if _, ok := attrs[AttrFence]; ok != w.fence || (ok && attrs[AttrFence].AsInt64() != h.Fence()) {
+			t.Errorf("span %d %s: fence attribute = %v; want present=%v value %d", i, s.Name, attrs[AttrFence], w.fence, h.Fence())
+		}
+		if w.acquired.Type() != attribute.INVALID && attrs[AttrAcquired] != w.acquired {
+			t.Errorf("span %d %s: acquired = %v; want %v", i, s.Name, attrs[AttrAcquired], w.acquired)
+		}
+		if w.status == codes.Error && attrs["error.type"].AsString() != "not_held" {
+			t.Errorf("span %d: error.type = %q; want not_held", i, attrs["error.type"].AsString())
+		}
+	}
+	if got := spans[0].InstrumentationScope.Name; got != ScopeName {
+		t.Errorf("scope = %q; want %q", got, ScopeName)
+	}
+}
