@@ -1,10 +1,14 @@
 package lock
 
 import (
+	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/valkey-io/valkey-go"
 )
 
 func TestFencesStrictlyIncrease(t *testing.T) {
@@ -97,4 +101,52 @@ func TestStaleHolderIsFencedOff(t *testing.T) {
 		t.Fatalf("store = %q; want b1", store.value)
 	}
 	wantErr(t, "A's Release after losing the lock", a.Release(ctxT(t)), ErrNotOwned)
+}
+
+// TestFencesSurviveACounterThatFellBehind simulates a failover to a replica
+// that missed the latest increments: the counter is older than the last
+// token issued. The next token must still be higher.
+func TestFencesSurviveACounterThatFellBehind(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(t, "fence-behind", Config{TTL: time.Minute})
+	h := mustAcquire(t, l)
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.str(t, "SET", l.keys.fence, "5")
+	h2 := mustAcquire(t, l)
+	if h2.Fence() <= h.Fence() {
+		t.Fatalf("Fence() after the counter fell behind = %d; want > %d", h2.Fence(), h.Fence())
+	}
+}
+
+// TestEventsCarryTheExactFence subscribes as a watcher would and checks the
+// messages name the fencing token digit for digit (it exceeds float64's
+// 14-digit formatting in Lua).
+func TestEventsCarryTheExactFence(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(t, "events", Config{TTL: time.Minute})
+	msgs := make(chan string, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	subscribed := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		hooked := valkey.WithOnSubscriptionHook(ctx, func(valkey.PubSubSubscription) { close(subscribed) })
+		done <- e.client.Receive(hooked, e.client.B().Subscribe().Channel(l.Channel()).Build(),
+			func(m valkey.PubSubMessage) { msgs <- m.Message })
+	}()
+	defer func() { cancel(); <-done }()
+	<-subscribed
+	h := mustAcquire(t, l)
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"acquired:" + strconv.FormatInt(h.Fence(), 10),
+		"released:" + strconv.FormatInt(h.Fence(), 10),
+	} {
+		if got := <-msgs; got != want {
+			t.Fatalf("message = %q; want %q", got, want)
+		}
+	}
 }

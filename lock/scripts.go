@@ -8,10 +8,13 @@ import "github.com/valkey-io/valkey-go"
 // round trip the first time.
 
 // acquireScript sets the key if absent and, in the same step, issues the next
-// fencing token. A missing counter (first use, or a server that restarted
-// without persistence) starts at the server's TIME in microseconds, so tokens
-// never go backwards as long as fewer acquisitions happened than microseconds
-// passed, and the server clock does not go back.
+// fencing token: one more than the counter, but never less than the server's
+// TIME in microseconds. So tokens never go backwards even when the counter is
+// lost (a restart without persistence) or behind (a failover to a replica
+// that missed the latest increments), as long as fewer than a million
+// acquisitions a second happen and the server clock does not step back.
+// The token is built from TIME's strings, not from float arithmetic, and
+// stays below 2^53: exact as a Lua number, in JSON and in SQL.
 //
 // It publishes "acquired:<fence>" on the lock's channel, so leader watchers
 // learn of a new holder without polling; waiters ignore it.
@@ -29,12 +32,13 @@ if not ok then
   return {0, redis.call('PTTL', KEYS[1])}
 end
 local f = redis.call('INCR', KEYS[2])
-if f == 1 then
-  local t = redis.call('TIME')
-  f = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  redis.call('SET', KEYS[2], f)
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%06d', tonumber(t[2]))
+if f < tonumber(now) then
+  redis.call('SET', KEYS[2], now)
+  f = tonumber(now)
 end
-redis.call('PUBLISH', ARGV[3], 'acquired:' .. f)
+redis.call('PUBLISH', ARGV[3], 'acquired:' .. string.format('%d', f))
 return {1, f}
 `)
 
