@@ -3,6 +3,7 @@ package lock
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -347,4 +348,57 @@ func TestInspect(t *testing.T) {
 	if err != nil || st.Token != h.Token() || st.Fence != h.Fence() || st.TTL <= 50*time.Second {
 		t.Fatalf("Inspect() = %+v, %v; want token %q fence %d ttl ~1m", st, err, h.Token(), h.Fence())
 	}
+}
+
+// TestWaitersShareConnections: waiters on many locks subscribe over the
+// client's existing connections (RESP3 carries Pub/Sub on them), not one
+// connection each.
+func TestWaitersShareConnections(t *testing.T) {
+	e := newEnv(t)
+	const locks = 20
+	ls := make([]*Lock, locks)
+	for i := range ls {
+		ls[i] = e.lock(t, "conn-"+strconv.Itoa(i), Config{TTL: time.Minute, RetryInterval: time.Hour})
+		mustAcquire(t, ls[i])
+	}
+	before, _ := strconv.Atoi(e.srv.Info(t, "clients")["connected_clients"])
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = l.Acquire(ctx)
+		}()
+	}
+	for _, l := range ls {
+		awaitQueued(t, l, 1)
+	}
+	// Every lock's subscription is confirmed once the server counts its channel.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, l := range ls {
+		for numsub(t, e, l.Channel()) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("subscriptions never confirmed")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	after, _ := strconv.Atoi(e.srv.Info(t, "clients")["connected_clients"])
+	t.Logf("connections: %d before, %d with %d locks waiting", before, after, locks)
+	cancel()
+	wg.Wait()
+	if after-before > 1 {
+		t.Fatalf("connections grew from %d to %d with %d waiting locks; want at most one more", before, after, locks)
+	}
+}
+
+func numsub(t *testing.T, e *env, channel string) int64 {
+	t.Helper()
+	vals, err := e.srv.Do(t, "PUBSUB", "NUMSUB", channel).ToArray()
+	if err != nil || len(vals) != 2 {
+		t.Fatalf("PUBSUB NUMSUB = %v, %v", vals, err)
+	}
+	n, _ := vals[1].AsInt64()
+	return n
 }
