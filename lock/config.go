@@ -32,11 +32,14 @@ type Config struct {
 	// RetryInterval makes Acquire attempt exactly once. Negative is refused.
 	BlockingTimeout time.Duration
 
-	// RetryInterval is how often a blocked Acquire attempts when no
-	// notification arrives. Waiters normally wake on the holder's release
-	// (published by the release script) or at the moment the holder's TTL
-	// runs out; this interval only covers lost notifications and holders that
-	// do not publish (valkey-py). Default DefaultRetryInterval.
+	// RetryInterval paces a blocked Acquire's attempts when no notification
+	// arrives. Waiters normally wake on the holder's release (published by
+	// the release script) or at the moment the holder's TTL runs out; this
+	// fallback covers the rest. It applies as is until the waiters'
+	// subscription is confirmed, and always with PlainKey (valkey-py holders
+	// do not publish); once releases are heard it stretches to ten times
+	// RetryInterval, for what is never published (an operator's DEL, an
+	// eviction). Default DefaultRetryInterval.
 	RetryInterval time.Duration
 
 	// KeyPrefix is prepended to the name to form the key; default

@@ -20,7 +20,9 @@ import (
 //     a release may have been missed before it;
 //   - a release is published on that channel;
 //   - the holder's TTL, as last observed, runs out;
-//   - the fallback retry interval passes without any of the above.
+//   - the fallback interval passes without any of the above: RetryInterval
+//     while no subscription is confirmed (or with PlainKey, since valkey-py
+//     holders never publish), quietFallback times RetryInterval while one is.
 //
 // The subscription is started by the first waiter and stopped, and joined, by
 // the last one to leave. With RESP3 valkey-go carries it on the client's
@@ -33,6 +35,8 @@ type waitQueue struct {
 	expiry  time.Time  // when the current holder's key expires, as last observed; zero when unknown or never
 	stopSub context.CancelFunc
 	subDone chan struct{}
+	subGen  int  // generation of the running subscription
+	subbed  bool // the server confirmed subscription subGen and it has not ended since
 }
 
 type waiter struct {
@@ -76,7 +80,7 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 				return h, err
 			}
 			q.observed(expiryAfter(pttl))
-			tick.Reset(o.retryInterval)
+			tick.Reset(q.pace(o.retryInterval))
 			continue
 		}
 		var ttlC <-chan time.Time
@@ -93,13 +97,14 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 		if head {
 			tickC = tick.C
 		}
+		pace := q.pace(o.retryInterval)
 		select {
 		case <-w.poke:
 		case <-ttlC:
 			q.mark(w)
 		case <-tickC:
 			q.mark(w)
-			tick.Reset(o.retryInterval)
+			tick.Reset(pace)
 		case <-ctx.Done():
 			q.leave(w, nil, true)
 			return nil, l.error("acquire", nil, context.Cause(ctx))
@@ -129,6 +134,32 @@ func (q *waitQueue) join(w *waiter, expiry time.Time) {
 			q.startSubscription()
 		}
 	}
+}
+
+// quietFallback multiplies the retry interval while releases are heard: the
+// fallback then only covers what is never published (an operator's DEL of a
+// key without TTL, an eviction) and lost messages.
+const quietFallback = 10
+
+// pace returns the fallback interval for the head's next wait.
+func (q *waitQueue) pace(retry time.Duration) time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.subbed && !q.lock.cfg.PlainKey {
+		return quietFallback * retry
+	}
+	return retry
+}
+
+// subscribed records that subscription gen is confirmed (or has ended). An
+// ended subscription wakes the head: releases may have gone unheard.
+func (q *waitQueue) subscribed(gen int, ok bool) {
+	q.mu.Lock()
+	if gen == q.subGen {
+		q.subbed = ok
+	}
+	q.mu.Unlock()
+	q.wakeHead()
 }
 
 // look reports whether w is the head, whether it must attempt (clearing the
@@ -188,7 +219,7 @@ func (q *waitQueue) leave(w *waiter, h *Held, gaveUp bool) {
 	var done chan struct{}
 	if len(q.waiters) == 0 && q.stopSub != nil {
 		stop, done = q.stopSub, q.subDone
-		q.stopSub, q.subDone = nil, nil
+		q.stopSub, q.subDone, q.subbed = nil, nil, false
 	}
 	q.mu.Unlock()
 	if stop != nil {
@@ -224,13 +255,15 @@ func pokeWaiter(w *waiter) {
 func (q *waitQueue) startSubscription() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	q.stopSub, q.subDone = cancel, done
+	q.subGen++
+	gen := q.subGen
+	q.stopSub, q.subDone, q.subbed = cancel, done, false
 	l := q.lock
 	go func() {
 		defer close(done)
 		hooked := valkey.WithOnSubscriptionHook(ctx, func(s valkey.PubSubSubscription) {
 			if s.Kind == "subscribe" {
-				q.wakeHead()
+				q.subscribed(gen, true)
 			}
 		})
 		retry := time.NewTimer(0)
@@ -244,6 +277,7 @@ func (q *waitQueue) startSubscription() {
 			})
 			// Receive ends on ctx, or when the connection broke; resubscribe
 			// after a pause so a down server is not hammered.
+			q.subscribed(gen, false)
 			retry.Reset(subscribeRetry)
 			select {
 			case <-ctx.Done():

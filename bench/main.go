@@ -1,0 +1,160 @@
+// Command bench runs baton and its peers side by side on one valkey-server
+// that it starts itself, and prints the results as markdown.
+//
+//	cd bench && go run .                              # print the tables
+//	cd bench && go run . -write ../docs/benchmarks.md  # and rewrite the peers section
+//
+// Every implementation is driven through the same small interface (impl) in
+// the same process against the same server. Each scenario runs a few rounds
+// and, within a round, every implementation once in turn (A B C A B C), so
+// drift of the machine spreads over all of them. Throughputs are medians over
+// rounds; latencies are percentiles over the samples of all rounds. Ratios
+// are to baton in the same run.
+//
+// This is its own module so that the root module never depends on the peers.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"time"
+)
+
+var nan = math.NaN()
+
+const (
+	beginMarker = "<!-- peers:begin -->"
+	endMarker   = "<!-- peers:end -->"
+)
+
+func main() {
+	rounds := flag.Int("rounds", 3, "rounds; each runs every implementation once per scenario")
+	dur := flag.Duration("dur", time.Second, "length of one throughput window (scenarios 1-3)")
+	handoffs := flag.Int("handoffs", 34, "handoff samples per implementation per round (scenario 4)")
+	takeovers := flag.Int("takeovers", 2, "takeover samples per implementation per round (scenario 5)")
+	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
+	write := flag.String("write", "", "rewrite the section between "+beginMarker+" and "+endMarker+" of this markdown file")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, *rounds, *dur, *handoffs, *takeovers, *only, *write); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, rounds int, dur time.Duration, handoffs, takeovers int, only, write string) error {
+	srv, err := startServer()
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	e := &env{srv: srv, dur: dur, handoffs: handoffs, takeovers: takeovers}
+
+	selected := scenarios
+	if only != "" {
+		selected = nil
+		for _, s := range scenarios {
+			if strings.Contains(","+only+",", ","+s.id+",") {
+				selected = append(selected, s)
+			}
+		}
+	}
+
+	results := make(map[string]*result, len(peers))
+	for _, p := range peers {
+		results[p.name] = &result{}
+	}
+	began := time.Now()
+	for _, s := range selected {
+		for round := range rounds {
+			for i, p := range peers {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				fmt.Fprintf(os.Stderr, "%6.1fs  scenario %s round %d: %s\n", time.Since(began).Seconds(), s.id, round+1, p.name)
+				tag := fmt.Sprintf("p%d:r%d", i, round)
+				r := results[p.name]
+				if err := s.run(ctx, e, p, tag, r); err != nil {
+					r.errs = append(r.errs, fmt.Sprintf("scenario %s round %d: %v", s.id, round+1, err))
+					fmt.Fprintf(os.Stderr, "        error: %v\n", err)
+				}
+			}
+		}
+	}
+
+	valkeyVersion, err := srv.info(ctx, "server", "valkey_version")
+	if err != nil {
+		valkeyVersion = "unknown"
+	}
+	doc := report(reportInfo{
+		date:      began.Format("2006-01-02"),
+		cores:     runtime.NumCPU(),
+		valkey:    valkeyVersion,
+		goVersion: runtime.Version(),
+		modules:   moduleVersions(),
+		rounds:    rounds,
+		dur:       dur,
+		handoffs:  handoffs,
+		takeovers: takeovers,
+		elapsed:   time.Since(began),
+	}, selected, results)
+	fmt.Print(doc)
+	if write != "" {
+		return rewriteSection(write, doc)
+	}
+	return nil
+}
+
+// moduleVersions lists the versions of the peers' modules this binary was
+// built with.
+func moduleVersions() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	want := []string{
+		"github.com/valkey-io/valkey-go",
+		"github.com/go-redsync/redsync/v4",
+		"github.com/redis/go-redis/v9",
+		"github.com/bsm/redislock",
+	}
+	var parts []string
+	for _, path := range want {
+		for _, d := range bi.Deps {
+			if d.Path == path {
+				v := d.Version
+				if d.Replace != nil {
+					v = d.Replace.Version
+				}
+				parts = append(parts, strings.TrimPrefix(path, "github.com/")+" "+v)
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// rewriteSection replaces what lies between the markers in path with doc.
+func rewriteSection(path, doc string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	text := string(data)
+	i := strings.Index(text, beginMarker)
+	j := strings.Index(text, endMarker)
+	if i < 0 || j < i {
+		return errors.New(path + ": no " + beginMarker + " ... " + endMarker + " section")
+	}
+	text = text[:i+len(beginMarker)] + "\n" + doc + text[j:]
+	return os.WriteFile(path, []byte(text), 0o644)
+}

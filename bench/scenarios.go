@@ -1,0 +1,433 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// env is what every scenario run gets.
+type env struct {
+	srv       *server
+	dur       time.Duration // length of a throughput window
+	handoffs  int           // handoff samples per implementation per round
+	takeovers int           // takeover samples per implementation per round
+}
+
+// result collects one implementation's figures over all rounds.
+type result struct {
+	seqOps, seqCmds []float64       // per round
+	seqLat          []time.Duration // every sample
+
+	parOps []float64 // per round
+
+	conAcq, conMinMax, conCmds []float64 // per round
+	conOverlaps                int64     // two holders at once, all rounds
+
+	handoff []time.Duration // every sample
+
+	takeover     []time.Duration // every sample
+	takeoverRate []float64       // server commands per second while waiting, per sample
+
+	errs []string
+}
+
+// scenario is one numbered scenario of the run.
+type scenario struct {
+	id   string
+	name string
+	run  func(ctx context.Context, e *env, p peer, tag string, r *result) error
+}
+
+var scenarios = []scenario{
+	{"1", "sequential acquire + release, one key", runSequential},
+	{"2", "64 goroutines, distinct keys", runParallel},
+	{"3", "16 goroutines, one key", runContended},
+	{"4", "handoff to a blocked waiter", runHandoff},
+	{"5", "takeover after a crashed holder", runTakeover},
+}
+
+const (
+	warmOps        = 20                     // per goroutine before a window opens
+	contendedWarm  = 300 * time.Millisecond // contended workers run before the window opens
+	parallelism    = 64
+	contenders     = 16
+	waitLimit      = 5 * time.Second        // bound on one blocking acquisition in scenarios 4 and 5
+	settleMin      = 20 * time.Millisecond  // the waiter has been blocked this long ...
+	settleJitter   = 20 * time.Millisecond  // ... plus up to this, before the release
+	plantedTTL     = 500 * time.Millisecond // TTL of the crashed holder's key
+	unlockDeadline = 5 * time.Second
+)
+
+// open starts an instance of p; the caller closes it.
+func open(e *env, p peer) (impl, error) {
+	im, err := p.open(e.srv.addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open: %w", p.name, err)
+	}
+	return im, nil
+}
+
+// tryOnce acquires key with one attempt and releases it; not getting it is an
+// error here, since nobody else uses the key.
+func tryOnce(ctx context.Context, im impl, key string) error {
+	unlock, ok, err := im.TryLock(ctx, key)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("TryLock(%s): held by someone else", key)
+	}
+	return unlock(ctx)
+}
+
+// commandsSince returns the server commands since reading c0, less the INFO
+// that read c0.
+func commandsSince(ctx context.Context, e *env, c0 int64) (int64, error) {
+	c1, err := e.srv.commands(ctx)
+	return c1 - c0 - 1, err
+}
+
+// runSequential: one goroutine, TryLock + unlock on one key, for e.dur.
+func runSequential(ctx context.Context, e *env, p peer, tag string, r *result) error {
+	im, err := open(e, p)
+	if err != nil {
+		return err
+	}
+	defer im.Close()
+	key := "seq:" + tag
+	for range warmOps {
+		if err := tryOnce(ctx, im, key); err != nil {
+			return err
+		}
+	}
+	c0, err := e.srv.commands(ctx)
+	if err != nil {
+		return err
+	}
+	var lat []time.Duration
+	start := time.Now()
+	for time.Since(start) < e.dur {
+		t := time.Now()
+		if err := tryOnce(ctx, im, key); err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(t))
+	}
+	elapsed := time.Since(start)
+	cmds, err := commandsSince(ctx, e, c0)
+	if err != nil {
+		return err
+	}
+	n := float64(len(lat))
+	r.seqOps = append(r.seqOps, n/elapsed.Seconds())
+	r.seqCmds = append(r.seqCmds, float64(cmds)/n)
+	r.seqLat = append(r.seqLat, lat...)
+	return nil
+}
+
+// runParallel: 64 goroutines on one instance, each TryLock + unlock on a key
+// of its own, for e.dur.
+func runParallel(ctx context.Context, e *env, p peer, tag string, r *result) error {
+	im, err := open(e, p)
+	if err != nil {
+		return err
+	}
+	defer im.Close()
+	var (
+		warm, wg sync.WaitGroup
+		begin    = make(chan struct{})
+		stop     atomic.Bool
+		ops      atomic.Int64
+		errMu    sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		firstErr = cmp(firstErr, err)
+		errMu.Unlock()
+	}
+	warm.Add(parallelism)
+	for i := range parallelism {
+		key := "par:" + tag + ":" + strconv.Itoa(i)
+		wg.Go(func() {
+			for range warmOps {
+				if err := tryOnce(ctx, im, key); err != nil {
+					fail(err)
+					break
+				}
+			}
+			warm.Done()
+			<-begin
+			for !stop.Load() {
+				if err := tryOnce(ctx, im, key); err != nil {
+					fail(err)
+					return
+				}
+				if !stop.Load() {
+					ops.Add(1)
+				}
+			}
+		})
+	}
+	warm.Wait()
+	start := time.Now()
+	close(begin)
+	time.Sleep(e.dur)
+	stop.Store(true)
+	elapsed := time.Since(start)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	r.parOps = append(r.parOps, float64(ops.Load())/elapsed.Seconds())
+	return nil
+}
+
+// runContended: 16 goroutines share one instance and loop Lock + unlock on
+// one key. The window opens after a warm-up, so connection setup is not
+// counted; exclusion is checked throughout.
+func runContended(ctx context.Context, e *env, p peer, tag string, r *result) error {
+	im, err := open(e, p)
+	if err != nil {
+		return err
+	}
+	defer im.Close()
+	key := "con:" + tag
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		counts   [contenders]atomic.Int64
+		inside   atomic.Int32
+		overlaps atomic.Int64
+		errMu    sync.Mutex
+		firstErr error
+	)
+	for w := range contenders {
+		wg.Go(func() {
+			for {
+				unlock, err := im.Lock(wctx, key)
+				if err != nil {
+					if wctx.Err() == nil {
+						errMu.Lock()
+						firstErr = cmp(firstErr, fmt.Errorf("Lock: %w", err))
+						errMu.Unlock()
+					}
+					return
+				}
+				if inside.Add(1) != 1 && wctx.Err() == nil {
+					overlaps.Add(1)
+				}
+				runtime.Gosched() // give an intruder the chance to show up
+				inside.Add(-1)
+				uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), unlockDeadline)
+				err = unlock(uctx)
+				ucancel()
+				if err != nil && wctx.Err() == nil {
+					errMu.Lock()
+					firstErr = cmp(firstErr, fmt.Errorf("unlock: %w", err))
+					errMu.Unlock()
+					return
+				}
+				counts[w].Add(1)
+			}
+		})
+	}
+	snapshot := func() (per [contenders]int64, total int64) {
+		for i := range counts {
+			per[i] = counts[i].Load()
+			total += per[i]
+		}
+		return per, total
+	}
+	time.Sleep(contendedWarm)
+	c0, err := e.srv.commands(ctx)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	per0, total0 := snapshot()
+	start := time.Now()
+	time.Sleep(e.dur)
+	per1, total1 := snapshot()
+	elapsed := time.Since(start)
+	cmds, err := commandsSince(ctx, e, c0)
+	cancel()
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	acq := total1 - total0
+	if acq == 0 {
+		return errors.New("no acquisition in the window")
+	}
+	fewest, most := int64(-1), int64(0)
+	for i := range per1 {
+		d := per1[i] - per0[i]
+		if fewest < 0 || d < fewest {
+			fewest = d
+		}
+		most = max(most, d)
+	}
+	r.conAcq = append(r.conAcq, float64(acq)/elapsed.Seconds())
+	r.conMinMax = append(r.conMinMax, float64(fewest)/float64(most))
+	r.conCmds = append(r.conCmds, float64(cmds)/float64(acq))
+	r.conOverlaps += overlaps.Load()
+	return nil
+}
+
+type acquired struct {
+	unlock func(context.Context) error
+	at     time.Time
+	err    error
+}
+
+// runHandoff: a holder and a waiter in two instances, as two processes. The
+// waiter calls Lock while the key is held; after it has been blocked for
+// 20-40ms the holder unlocks, and the time from just before the unlock to
+// the waiter's Lock returning is one sample.
+func runHandoff(ctx context.Context, e *env, p peer, tag string, r *result) error {
+	holder, err := open(e, p)
+	if err != nil {
+		return err
+	}
+	defer holder.Close()
+	waiter, err := open(e, p)
+	if err != nil {
+		return err
+	}
+	defer waiter.Close()
+	key := "handoff:" + tag
+	if err := tryOnce(ctx, waiter, key); err != nil {
+		return err
+	}
+	for range e.handoffs {
+		unlock, ok, err := holder.TryLock(ctx, key)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("holder TryLock(%s): held by someone else", key)
+		}
+		wctx, cancel := context.WithTimeout(ctx, waitLimit)
+		got := make(chan acquired, 1)
+		go func() {
+			u, err := waiter.Lock(wctx, key)
+			got <- acquired{u, time.Now(), err}
+		}()
+		settle := time.NewTimer(settleMin + rand.N(settleJitter))
+		select {
+		case a := <-got:
+			settle.Stop()
+			cancel()
+			return fmt.Errorf("waiter returned while the key was held: %v", a.err)
+		case <-settle.C:
+		}
+		released := time.Now()
+		if err := unlock(ctx); err != nil {
+			cancel()
+			<-got
+			return fmt.Errorf("holder unlock: %w", err)
+		}
+		a := <-got
+		if a.err != nil {
+			cancel()
+			return fmt.Errorf("waiter Lock: %w", a.err)
+		}
+		r.handoff = append(r.handoff, a.at.Sub(released))
+		err = a.unlock(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("waiter unlock: %w", err)
+		}
+	}
+	return nil
+}
+
+// runTakeover: a key planted with a 500ms TTL by a raw SET, as a holder that
+// crashed would leave it; a waiter calls Lock at once. One sample is how long
+// after the TTL's end (taken from just before the SET was sent) Lock returns.
+func runTakeover(ctx context.Context, e *env, p peer, tag string, r *result) error {
+	waiter, err := open(e, p)
+	if err != nil {
+		return err
+	}
+	defer waiter.Close()
+	if err := tryOnce(ctx, waiter, "takeover-warm:"+tag); err != nil {
+		return err
+	}
+	ttl := strconv.FormatInt(plantedTTL.Milliseconds(), 10)
+	for i := range e.takeovers {
+		key := "takeover:" + tag + ":" + strconv.Itoa(i)
+		c0, err := e.srv.commands(ctx)
+		if err != nil {
+			return err
+		}
+		planted := time.Now()
+		if err := e.srv.do(ctx, "SET", waiter.Key(key), "crashed-holder", "PX", ttl).Error(); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, waitLimit)
+		unlock, err := waiter.Lock(wctx, key)
+		at := time.Now()
+		if err != nil {
+			cancel()
+			return fmt.Errorf("Lock after a crashed holder: %w", err)
+		}
+		cmds, err := commandsSince(ctx, e, c0)
+		if err == nil {
+			err = unlock(ctx)
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+		r.takeover = append(r.takeover, at.Sub(planted.Add(plantedTTL)))
+		r.takeoverRate = append(r.takeoverRate, float64(cmds-1)/at.Sub(planted).Seconds()) // less the SET
+	}
+	return nil
+}
+
+// cmp keeps the first error.
+func cmp(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// median of xs; NaN when empty.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return nan
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// percentile of ds (q in 0..1) in milliseconds, nearest rank; NaN when empty.
+func percentile(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return nan
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.999999) - 1
+	return float64(s[max(i, 0)]) / float64(time.Millisecond)
+}
