@@ -5,8 +5,8 @@ BENCHTIME ?= 2s
 
 .PHONY: test valkey vet bench bench-peers lint cover demo tidy-check examples
 
-## test: install valkey-server if missing, vet, and run every test with -race
-test: valkey vet
+## test: install valkey-server if missing, vet, build and vet the examples, and run every test with -race
+test: valkey vet examples
 	$(GO) test -race -count=1 -p 2 -timeout 20m $(PKGS)
 
 valkey:
@@ -14,6 +14,14 @@ valkey:
 
 vet:
 	$(GO) vet $(PKGS)
+
+## examples: vet and build the runnable examples (their own module, with the OTel SDK)
+examples:
+	cd examples && $(GO) vet ./... && $(GO) build ./...
+
+## demo: three `baton run` candidates on a private valkey-server: crash failover and resign handoff, measured
+demo:
+	scripts/demo.sh
 
 ## bench: the library's benchmarks against a real valkey-server (figures, not pass/fail)
 bench: valkey
@@ -25,7 +33,7 @@ bench-peers: valkey
 
 ## lint: go vet plus staticcheck
 lint: vet
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
 ## cover: test coverage per package, HTML report in cover.html
 cover: valkey

@@ -57,7 +57,7 @@ func TestSpans(t *testing.T) {
 		if _, ok := attrs[AttrFence]; ok != w.fence || (ok && attrs[AttrFence].AsInt64() != h.Fence()) {
 			t.Errorf("span %d %s: fence attribute = %v; want present=%v value %d", i, s.Name, attrs[AttrFence], w.fence, h.Fence())
 		}
-		if w.acquired.Type() != attribute.INVALID && attrs[AttrAcquired] != w.acquired {
+		if w.acquired.Type() != attribute.EMPTY && attrs[AttrAcquired] != w.acquired {
 			t.Errorf("span %d %s: acquired = %v; want %v", i, s.Name, attrs[AttrAcquired], w.acquired)
 		}
 		if w.status == codes.Error && attrs["error.type"].AsString() != "not_held" {

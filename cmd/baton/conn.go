@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/baton-dev/baton/election"
+	"github.com/valkey-io/valkey-go"
+)
+
+// defaultAddr is the server used when neither --addr nor VALKEY_URL says.
+const defaultAddr = "127.0.0.1:6379"
+
+// connFlags are the flags every command takes: which election, on which
+// server, and how to reach it.
+type connFlags struct {
+	name           string
+	keyPrefix      string
+	addrs          addrList
+	tls            bool
+	tlsCA          string
+	tlsCert        string
+	tlsKey         string
+	sentinelMaster string
+	cluster        bool
+	connectTimeout time.Duration
+}
+
+func (c *connFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.name, "name", "", "election `name` (required); candidates with the same name compete")
+	fs.StringVar(&c.keyPrefix, "key-prefix", election.DefaultKeyPrefix, "`prefix` of the election's key; every candidate and observer must use the same")
+	fs.Var(&c.addrs, "addr", "`host:port` of the server; repeat it or separate with commas for cluster seeds or sentinels (default "+defaultAddr+", or the address in VALKEY_URL)")
+	fs.BoolVar(&c.tls, "tls", false, "connect with TLS (implied by valkeys:// URLs and the --tls-* flags)")
+	fs.StringVar(&c.tlsCA, "tls-ca", "", "PEM `file` of the CA certificates that sign the server's certificate (default: the system's)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the client certificate, for servers that require one (with --tls-key)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` of the client certificate's private key")
+	fs.StringVar(&c.sentinelMaster, "sentinel-master", "", "master set `name` to ask Sentinel for; the --addr addresses are then sentinels")
+	fs.BoolVar(&c.cluster, "cluster", false, "require a Valkey Cluster (a cluster is detected anyway; this makes a standalone server an error)")
+	fs.DurationVar(&c.connectTimeout, "connect-timeout", 5*time.Second, "how long to wait for the server to answer at startup")
+}
+
+// addrList is a repeatable flag whose values may also be comma lists.
+type addrList []string
+
+func (a *addrList) String() string { return strings.Join(*a, ",") }
+
+func (a *addrList) Set(v string) error {
+	for s := range strings.SplitSeq(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return fmt.Errorf("address %q is not host:port", s)
+		}
+		*a = append(*a, s)
+	}
+	return nil
+}
+
+// validate checks what the flag package cannot.
+func (c *connFlags) validate() error {
+	if c.name == "" {
+		return errors.New("--name is required")
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.connectTimeout <= 0 {
+		return fmt.Errorf("--connect-timeout %v must be positive", c.connectTimeout)
+	}
+	return nil
+}
+
+// options builds the client options from the flags and the environment
+// (getenv is os.Getenv outside tests). Flags win over VALKEY_USERNAME and
+// VALKEY_PASSWORD, which win over VALKEY_URL.
+func (c *connFlags) options(getenv func(string) string) (valkey.ClientOption, error) {
+	var opt valkey.ClientOption
+	if u := getenv("VALKEY_URL"); u != "" {
+		var err error
+		if opt, err = valkey.ParseURL(u); err != nil {
+			return opt, fmt.Errorf("VALKEY_URL: %w", err)
+		}
+	}
+	if len(c.addrs) > 0 {
+		opt.InitAddress = c.addrs
+		if opt.TLSConfig != nil {
+			opt.TLSConfig.ServerName = "" // crypto/tls takes it from each address
+		}
+	}
+	if len(opt.InitAddress) == 0 {
+		opt.InitAddress = []string{defaultAddr}
+	}
+	if v := getenv("VALKEY_USERNAME"); v != "" {
+		opt.Username = v
+	}
+	if v := getenv("VALKEY_PASSWORD"); v != "" {
+		opt.Password = v
+	}
+	if c.tls || c.tlsCA != "" || c.tlsCert != "" {
+		if opt.TLSConfig == nil {
+			opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		if err := c.loadTLS(opt.TLSConfig); err != nil {
+			return opt, err
+		}
+	}
+	if c.sentinelMaster != "" {
+		opt.Sentinel = valkey.SentinelOption{
+			MasterSet: c.sentinelMaster,
+			Username:  getenv("VALKEY_SENTINEL_USERNAME"),
+			Password:  getenv("VALKEY_SENTINEL_PASSWORD"),
+			TLSConfig: opt.TLSConfig,
+			Dialer:    net.Dialer{Timeout: c.connectTimeout},
+		}
+	}
+	opt.Dialer.Timeout = c.connectTimeout
+	// No client-side caching: baton does not use it, and it would need the
+	// CLIENT TRACKING permission (see docs/operations.md).
+	opt.DisableCache = true
+	opt.ClientName = "baton"
+	return opt, nil
+}
+
+func (c *connFlags) loadTLS(cfg *tls.Config) error {
+	if c.tlsCA != "" {
+		pem, err := os.ReadFile(c.tlsCA)
+		if err != nil {
+			return fmt.Errorf("--tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--tls-ca: no PEM certificate in %s", c.tlsCA)
+		}
+		cfg.RootCAs = pool
+	}
+	if c.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return nil
+}
+
+// observeOptions returns the options of election.LeaderOf and Watch.
+func (c *connFlags) observeOptions() []election.ObserveOption {
+	return []election.ObserveOption{election.WithKeyPrefix(c.keyPrefix)}
+}
+
+// connect builds a client and checks, within the connect timeout, that the
+// server answers a PING, so that a wrong address or password is reported
+// at once and plainly rather than retried forever.
+func connect(ctx context.Context, c *connFlags, opt valkey.ClientOption) (valkey.Client, error) {
+	where := "valkey at " + strings.Join(opt.InitAddress, ",")
+	if opt.Sentinel.MasterSet != "" {
+		where = fmt.Sprintf("valkey master %q via sentinels at %s", opt.Sentinel.MasterSet, strings.Join(opt.InitAddress, ","))
+	}
+	client, err := valkey.NewClient(opt)
+	if err != nil {
+		return nil, describe(where, opt, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
+	defer cancel()
+	if err := client.Do(ctx, client.B().Ping().Build()).Error(); err != nil {
+		client.Close()
+		return nil, describe(where, opt, err)
+	}
+	if c.cluster && client.Mode() != valkey.ClientModeCluster {
+		client.Close()
+		return nil, fmt.Errorf("--cluster: %s is not a cluster (mode %s)", where, client.Mode())
+	}
+	return client, nil
+}
+
+// describe turns a connection failure into one line that says what to fix.
+func describe(where string, opt valkey.ClientOption, err error) error {
+	if verr, ok := valkey.IsValkeyErr(err); ok {
+		msg := verr.Error()
+		user := opt.Username
+		if user == "" {
+			user = "default"
+		}
+		switch {
+		case strings.HasPrefix(msg, "NOAUTH"):
+			return fmt.Errorf("%s requires a password: set VALKEY_PASSWORD (and VALKEY_USERNAME for an ACL user) or use VALKEY_URL (%s)", where, msg)
+		case strings.HasPrefix(msg, "WRONGPASS"):
+			return fmt.Errorf("%s refused the credentials of user %q: %s", where, user, msg)
+		case strings.HasPrefix(msg, "NOPERM"):
+			return fmt.Errorf("%s: user %q lacks a permission baton needs (see docs/operations.md): %s", where, user, msg)
+		}
+		return fmt.Errorf("%s: %s", where, msg)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("cannot reach %s: no answer within the connect timeout", where)
+	}
+	var (
+		opErr   *net.OpError
+		certErr *tls.CertificateVerificationError
+		recErr  tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &certErr):
+		return fmt.Errorf("TLS with %s failed: %w", where, err)
+	case errors.As(err, &recErr):
+		return fmt.Errorf("TLS with %s failed: the server does not speak TLS there", where)
+	case errors.As(err, &opErr) && opErr.Op == "remote error": // a TLS alert from the server
+		hint := ""
+		if strings.Contains(opErr.Err.Error(), "certificate required") {
+			hint = " (give a client certificate with --tls-cert and --tls-key)"
+		}
+		return fmt.Errorf("TLS with %s failed: the server refused the handshake: %w%s", where, opErr.Err, hint)
+	case errors.As(err, &opErr):
+		cause := opErr.Err
+		var sysErr *os.SyscallError
+		if errors.As(cause, &sysErr) {
+			cause = sysErr.Err
+		}
+		if opErr.Timeout() {
+			return fmt.Errorf("cannot reach %s: no answer within the connect timeout", where)
+		}
+		hint := ""
+		switch {
+		case !errors.Is(cause, syscall.ECONNRESET):
+		case opt.TLSConfig == nil:
+			hint = " (if that port expects TLS, add --tls)"
+		case len(opt.TLSConfig.Certificates) == 0:
+			hint = " (if the server requires a client certificate, give it with --tls-cert and --tls-key)"
+		}
+		return fmt.Errorf("cannot reach %s: %w%s", where, cause, hint)
+	}
+	return fmt.Errorf("cannot reach %s: %w", where, err)
+}

@@ -1,0 +1,212 @@
+package election
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/baton-dev/baton/callbacks"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Defaults used for zero Config fields. They follow client-go's leader
+// election (15s / 10s / 2s): a crashed leader is replaced within about 15s,
+// a leader cut off from Valkey stops working within 10s of its last renewal.
+const (
+	// DefaultTTL is the lifetime of the leadership key on the server after
+	// each acquisition or renewal.
+	DefaultTTL = 15 * time.Second
+
+	// DefaultRenewDeadline is how long a leader keeps acting without a
+	// successful renewal before it steps down on its own.
+	DefaultRenewDeadline = 10 * time.Second
+
+	// DefaultRetryPeriod is the leader's renewal interval and the standbys'
+	// fallback retry pace.
+	DefaultRetryPeriod = 2 * time.Second
+
+	// DefaultKeyPrefix is prepended to the election name to form the lock
+	// key, so that an election never shares a key with a lock.Lock of the
+	// same name (whose default prefix is lock.DefaultKeyPrefix).
+	DefaultKeyPrefix = "baton:election:"
+
+	// JitterFactor is the margin New demands between RetryPeriod and
+	// RenewDeadline: RetryPeriod*JitterFactor < RenewDeadline, so a renewal
+	// that is a little late, or retried once, still lands before the leader
+	// gives up.
+	JitterFactor = 1.2
+)
+
+// Config configures an Elector. Every zero field means its documented
+// default; New copies the Config, so the caller may reuse or change it
+// afterwards.
+//
+// The durations must satisfy TTL > RenewDeadline > RetryPeriod*JitterFactor.
+// See the package documentation for the timing model behind them.
+type Config struct {
+	// Name is the election's name: candidates with the same Name, KeyPrefix
+	// and server compete for the same leadership. Required.
+	Name string
+
+	// Identity names this candidate in the leader's record, in Leader and in
+	// Watch. Default: hostname + "-" + pid + "-" + 6 random hex characters,
+	// unique per Elector. It must not be blank. It may contain any
+	// character: the token stored on the server is Identity + "#" + a random
+	// suffix (unique per term), and observers take the identity as
+	// everything before the last '#'.
+	Identity string
+
+	// TTL is how long the leadership key lives on the server after each
+	// acquisition or renewal: a leader that crashed is replaced at most TTL
+	// after its last renewal. Default DefaultTTL. At least 1ms.
+	TTL time.Duration
+
+	// RenewDeadline is how long a leader keeps leading without a successful
+	// renewal, measured on the local monotonic clock from the moment before
+	// the last successful renewal (or the acquisition) was sent. When it
+	// passes, the leader steps down locally even if Valkey cannot be reached.
+	// TTL - RenewDeadline is the margin for clock-rate differences between
+	// this host and the server. Default DefaultRenewDeadline.
+	RenewDeadline time.Duration
+
+	// RetryPeriod is the leader's renewal interval and the standbys'
+	// fallback pace for acquisition attempts: standbys normally wake on the
+	// leader's release or at the end of its TTL, and retry every RetryPeriod
+	// only in case they missed both. It also caps the backoff after server
+	// errors, and is the pause after Resign before campaigning again.
+	// Default DefaultRetryPeriod.
+	RetryPeriod time.Duration
+
+	// Callbacks receive the elector's transitions; OnElected is required.
+	// See package callbacks for their ordering contract.
+	Callbacks callbacks.Callbacks
+
+	// OnRenew, when set, is called after each successful renewal with the
+	// local time at which the renewal was sent, for example
+	// (*callbacks.Health).Renewed. It runs on the renewal goroutine: keep it
+	// short.
+	OnRenew func(at time.Time)
+
+	// KeepOnCancel keeps the leadership key on the server when Run's ctx
+	// ends: the elector stops renewing and the key expires at the end of its
+	// TTL. By default (false) a leader whose Run ends releases the key, so a
+	// standby takes over at once.
+	KeepOnCancel bool
+
+	// KeyPrefix is prepended to Name to form the lock key; default
+	// DefaultKeyPrefix. Observers (LeaderOf, Watch) must use the same prefix
+	// (WithKeyPrefix).
+	KeyPrefix string
+
+	// TracerProvider makes the election's spans, and the lock's. Nil means
+	// the global provider.
+	TracerProvider trace.TracerProvider
+
+	// MeterProvider makes the election's metrics. Nil means the global
+	// provider.
+	MeterProvider metric.MeterProvider
+
+	// Logger receives transitions at Info, renewals at Debug, and retried
+	// errors at Warn. Nil means slog.Default() at the time New is called.
+	Logger *slog.Logger
+}
+
+// withDefaults returns c with its zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Identity == "" {
+		c.Identity = defaultIdentity()
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.RenewDeadline == 0 {
+		c.RenewDeadline = DefaultRenewDeadline
+	}
+	if c.RetryPeriod == 0 {
+		c.RetryPeriod = DefaultRetryPeriod
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = DefaultKeyPrefix
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// validate checks a Config with its defaults filled in and reports every
+// problem at once.
+func (c Config) validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("election: name must not be empty"))
+	}
+	if strings.TrimSpace(c.Identity) == "" {
+		errs = append(errs, fmt.Errorf("election: identity %q must not be blank", c.Identity))
+	}
+	ordered := true
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"ttl", c.TTL}, {"renew deadline", c.RenewDeadline}, {"retry period", c.RetryPeriod}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("election: %s %v must not be negative", d.name, d.v))
+			ordered = false
+		}
+	}
+	if ordered {
+		if c.TTL < time.Millisecond {
+			errs = append(errs, fmt.Errorf("election: ttl %v is below the server's 1ms resolution", c.TTL))
+		}
+		if c.RenewDeadline >= c.TTL {
+			errs = append(errs, fmt.Errorf("election: renew deadline %v must be less than ttl %v", c.RenewDeadline, c.TTL))
+		}
+		if jittered := time.Duration(float64(c.RetryPeriod) * JitterFactor); jittered >= c.RenewDeadline {
+			errs = append(errs, fmt.Errorf("election: retry period %v (%v with jitter factor %v) must be less than renew deadline %v",
+				c.RetryPeriod, jittered, JitterFactor, c.RenewDeadline))
+		}
+	}
+	if err := c.Callbacks.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("election: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// defaultIdentity returns hostname-pid-xxxxxx.
+func defaultIdentity() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + randomHex(3)
+}
+
+// randomHex returns n random bytes from crypto/rand, hex-encoded.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+// termToken is the value stored at the lock key for one term: the identity,
+// '#', and a suffix that makes it unique per term.
+func termToken(identity string) string {
+	return identity + "#" + randomHex(8)
+}
+
+// identityOf recovers the identity from a stored token: everything before
+// the last '#'. A token without one (a holder that is not a baton elector)
+// is its own identity.
+func identityOf(token string) string {
+	if i := strings.LastIndexByte(token, '#'); i > 0 {
+		return token[:i]
+	}
+	return token
+}

@@ -1,0 +1,139 @@
+// Package election elects one leader among the candidates of a named
+// election on Valkey, keeps it elected while it renews, and tells every
+// candidate what happens through the callbacks of package callbacks.
+//
+// # Model
+//
+// The leadership is a lock.Lock named after the election (key
+// KeyPrefix+Name, default "baton:election:<name>"). A candidate that holds it
+// leads for one term; the term's fencing token is the lock's, strictly
+// greater than every earlier term's, so resources that compare it refuse a
+// deposed leader's late writes. The value stored at the key is the leader's
+// identity, '#' and a random suffix unique to the term: observers (LeaderOf,
+// Watch, Elector.Leader) read the identity back as everything before the
+// last '#'.
+//
+// Run campaigns with a blocking lock.Acquire, which does not poll: a standby
+// wakes when the leader releases (a publish on the lock's channel) and at
+// the moment the leader's TTL runs out; it retries every RetryPeriod only in
+// case it missed both. Server errors are retried with an exponential backoff
+// capped at RetryPeriod, forever. Once elected, a lease.Lease renews the key
+// every RetryPeriod. The term ends when
+//
+//   - a renewal finds the key deleted or someone else's (reason
+//     lost_not_owned): at once;
+//   - RenewDeadline passes without a successful renewal (expired_locally),
+//     whatever the server's state: the server is unreachable, paused or too
+//     slow. Once OnLost has returned, the elector still tries to delete the
+//     key by its token, so that if the server answers again the next leader
+//     need not wait for the TTL;
+//   - Resign is called (resigned): the key is released, and the candidate
+//     waits RetryPeriod before campaigning again so that a standby wins;
+//   - Run's ctx ends (context_done): the key is released unless KeepOnCancel
+//     is set, in which case it expires at the end of its TTL.
+//
+// After a term that was lost or resigned, Run campaigns again; it stops only
+// when its ctx ends. An acquisition whose reply arrives after its own
+// RenewDeadline has passed (counted from when it was sent, as renewals are)
+// never becomes a term: it is released and the campaign goes on.
+//
+// # Timing
+//
+// Three durations, validated as TTL > RenewDeadline > RetryPeriod*1.2:
+//
+//   - TTL (default 15s) is the key's lifetime after each acquisition or
+//     renewal, on the server's clock. A leader that crashes is replaced TTL
+//     after its last renewal, within about one round trip.
+//   - RenewDeadline (default 10s) bounds, on the leader's monotonic clock,
+//     how long it acts without a successful renewal: it counts from the
+//     moment before the last successful renewal was sent, which is no later
+//     than the moment the server reset the TTL. The leader therefore stops
+//     (OnElected's ctx is cancelled) at least TTL-RenewDeadline before the
+//     server could give the key to anyone else, a margin that absorbs
+//     differences between the two clocks' rates. Wall clocks of different
+//     hosts are never compared.
+//   - RetryPeriod (default 2s) is the renewal interval. The 1.2 factor
+//     leaves room for a late renewal and a retry before RenewDeadline.
+//
+// What that means under faults:
+//
+//   - Leader process crashes or hangs: it stops renewing; the key expires
+//     after TTL; a standby takes over about one round trip later.
+//   - Leader partitioned from Valkey: renewals fail and are retried until
+//     RenewDeadline, then it steps down locally; the standbys, which still
+//     reach Valkey, take over when the key expires, TTL after its last
+//     renewal. There is a gap of TTL-RenewDeadline without a leader, never
+//     an overlap, as long as the leader's clock does not run slower than the
+//     server's by that margin.
+//   - Valkey paused (SIGSTOP) or unreachable for everyone: the leader steps
+//     down after RenewDeadline; nobody can be elected until Valkey answers
+//     again; then the first candidate to acquire wins. Renewals queued
+//     during a pause longer than the TTL run on resume and find the key
+//     expired, so they cannot revive a term that was given up.
+//   - Valkey restarted without persistence: every key is gone; the leader
+//     finds its key missing at its next renewal and steps down; a new leader
+//     is elected with a fencing token greater than every earlier one (the
+//     lock restarts its counter from the server's clock).
+//   - Key deleted by an operator: the leader steps down at its next renewal
+//     (at most RetryPeriod later); a standby acquires when it next tries,
+//     at most RetryPeriod later.
+//
+// # Callbacks
+//
+// Transitions go through a callbacks.Dispatcher, which enforces the callback
+// contract: OnElected(ctx, term) runs in its own goroutine for the term, with
+// a ctx cancelled the moment the term ends; OnLost(term) runs exactly once
+// after each OnElected, after OnElected returned, never concurrently with
+// another OnLost or OnNewLeader; the next term's OnElected starts only after
+// the previous OnLost returned. OnNewLeader reports every change of leader
+// observed on the server, this candidate's own election and "no leader"
+// included.
+//
+// The key is settled between OnElected's return and OnLost: released after
+// Resign or when Run ends, left to expire with KeepOnCancel, or already
+// lost. So a standby can win only once the previous leader's OnElected has
+// returned, unless the term was lost to the server (expiry, deletion,
+// partition): then another candidate may lead while OnElected is still
+// winding down, and only fencing tokens protect shared resources. Make
+// OnElected return promptly when its ctx is done: Run, Resign, OnLost and the
+// next campaign all wait for it.
+//
+// # Guarantees and limits
+//
+// Guaranteed: at most one candidate holds the key at any moment; fencing
+// tokens increase with every term, across server restarts; a leader stops
+// (its ctx is cancelled) no later than RenewDeadline after the moment before
+// its last successful renewal; the callback order above; Run returns only
+// after every goroutine it started has exited.
+//
+// Not guaranteed: that two candidates never act as leaders at the same
+// moment. A leader that was paused (GC, SIGSTOP, a VM freeze) between a
+// check of its ctx and a write, or whose clock runs slow by more than the
+// TTL-RenewDeadline margin, may act after its successor was elected. Only a
+// resource that checks fencing tokens is safe from that. Valkey replication
+// is asynchronous: a failover to a replica that missed the last acquisition
+// can elect a second leader and issue a fencing token twice; this package
+// targets a single primary.
+//
+// # Observability
+//
+// Spans (scope ScopeName): election.campaign (recorded only for campaigns
+// that won, from their start to the acquisition), election.acquire (each
+// blocking acquisition call; the lock's own span nests inside), election.renew
+// (each successful renewal, from sending to confirmation; recorded after the
+// fact from the lease's OnRenew, so the lock's lock.reacquire span is not
+// inside it), election.step_down (with baton.election.reason) and
+// election.release inside it. All carry
+// baton.election.name and baton.election.identity, and baton.lock.fence once
+// known. A lock held by someone else and a standby stopping are not errors.
+//
+// Metrics (same scope): baton.election.is_leader, baton.election.transitions
+// (baton.election.direction = elected or lost),
+// baton.election.acquire.duration (round trip of the winning attempt),
+// baton.election.renew.duration, baton.election.renew.failures (the renewal
+// failure that ended a term) and baton.election.since_last_renewal (only
+// while leading). The observable ones are reported while Run runs.
+//
+// Logs go to Config.Logger: transitions at Info, renewals at Debug, retried
+// errors at Warn.
+package election

@@ -1,0 +1,349 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/callbacks"
+)
+
+func TestResignHandsOver(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	cs := []*candidate{g.add("a", nil).start(), g.add("b", nil).start()}
+
+	first, cur := g.log.await(t, 0, "first election", isElected)
+	leader := find(t, cs, first.id)
+	if term, ok := leader.e.Term(); !ok || term.Fence != first.fence || term.Identity != leader.id {
+		t.Errorf("%s.Term() = %+v, %v; want fence %d, true", leader.id, term, ok, first.fence)
+	}
+	if !leader.e.IsLeader() {
+		t.Errorf("%s.IsLeader() = false; want true", leader.id)
+	}
+
+	start := time.Now()
+	if err := leader.e.Resign(testCtx(t)); err != nil {
+		t.Fatalf("%s.Resign = %v", leader.id, err)
+	}
+	returned := time.Since(start)
+	next, _ := g.log.await(t, cur, "election of the standby", electedOtherThan(leader.id))
+	t.Logf("resign -> standby OnElected: %v (Resign returned after %v)", next.at.Sub(start), returned)
+	if leader.e.IsLeader() {
+		t.Errorf("%s.IsLeader() after Resign = true; want false", leader.id)
+	}
+	if next.fence <= first.fence {
+		t.Errorf("new term's fence = %d; want > %d", next.fence, first.fence)
+	}
+	g.log.await(t, cur, "OnLost of the resigned leader", lostBy(leader.id))
+	// The handover must not wait for the TTL, nor for the standby's
+	// fallback retry.
+	if d := next.at.Sub(start); d >= testRetryPeriod {
+		t.Errorf("resign -> standby elected took %v; want well under the retry period %v", d, testRetryPeriod)
+	}
+
+	for _, c := range cs {
+		c.stop()
+		c.checkCallbacks(t)
+	}
+	g.checkExclusive(t)
+}
+
+func TestExactlyOneLeaderAcrossResigns(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	var cs []*candidate
+	for _, id := range []string{"a", "b", "c"} {
+		cs = append(cs, g.add(id, nil).start())
+	}
+	ev, cur := g.log.await(t, 0, "first election", isElected)
+	var handoffs []time.Duration
+	for range 5 {
+		leader := find(t, cs, ev.id)
+		start := time.Now()
+		if err := leader.e.Resign(testCtx(t)); err != nil {
+			t.Fatalf("%s.Resign = %v", leader.id, err)
+		}
+		next, after := g.log.await(t, cur, "next election", electedOtherThan(leader.id))
+		handoffs = append(handoffs, next.at.Sub(start))
+		if next.fence <= ev.fence {
+			t.Errorf("fence went from %d to %d; want increasing", ev.fence, next.fence)
+		}
+		if n := g.leaders.Load(); n != 1 {
+			t.Errorf("after %s resigned, %d OnElected running; want 1", leader.id, n)
+		}
+		ev, cur = next, after
+	}
+	t.Logf("resign -> next OnElected, 3 candidates: %v", handoffs)
+	for _, c := range cs {
+		c.stop()
+		c.checkCallbacks(t)
+	}
+	g.checkExclusive(t)
+}
+
+func TestTakeoverAfterTTLWhenLeaderStopsWithoutRelease(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	keep := func(c *Config) { c.KeepOnCancel = true }
+	cs := []*candidate{g.add("a", keep).start(), g.add("b", keep).start()}
+	first, cur := g.log.await(t, 0, "first election", isElected)
+	leader := find(t, cs, first.id)
+
+	leader.stop()
+	stopped := time.Now()
+	lastSent := leader.lastRenewal()
+	if ttl, err := g.srv.Do(t, "PTTL", g.key()).AsInt64(); err != nil || ttl <= 0 {
+		t.Fatalf("PTTL %s after the leader stopped with KeepOnCancel = %d, %v; want the key kept", g.key(), ttl, err)
+	}
+	next, _ := g.log.await(t, cur, "takeover by the standby", electedOtherThan(leader.id))
+	expiry := lastSent.Add(testTTL) // the server's expiry is no earlier than this
+	t.Logf("leader stopped; standby elected %v after stop, %v after the earliest possible expiry",
+		next.at.Sub(stopped), next.at.Sub(expiry))
+	if next.at.Before(expiry) {
+		t.Errorf("standby elected at %v, before the kept key could expire (%v)", next.at, expiry)
+	}
+	for _, c := range cs {
+		c.stop()
+		c.checkCallbacks(t)
+	}
+	g.checkExclusive(t)
+}
+
+func TestReleaseOnCancelByDefault(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	cs := []*candidate{g.add("a", nil).start(), g.add("b", nil).start()}
+	first, cur := g.log.await(t, 0, "first election", isElected)
+	leader := find(t, cs, first.id)
+
+	start := time.Now()
+	leader.stop()
+	lastSent := leader.lastRenewal()
+	next, _ := g.log.await(t, cur, "takeover by the standby", electedOtherThan(leader.id))
+	t.Logf("leader's Run cancelled -> standby OnElected: %v", next.at.Sub(start))
+	if expiry := lastSent.Add(testTTL); !next.at.Before(expiry) {
+		t.Errorf("standby elected at %v, not before the key's TTL end %v: the leader did not release", next.at, expiry)
+	}
+	if _, cur = g.log.await(t, 0, "OnLost of the stopped leader", lostBy(leader.id)); cur == 0 {
+		t.Fatal("unreachable")
+	}
+	for _, c := range cs {
+		c.stop()
+		c.checkCallbacks(t)
+	}
+	g.checkExclusive(t)
+}
+
+func TestRunTwiceIsAnError(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	c := g.add("a", nil).start()
+	g.log.await(t, 0, "election", isElected)
+	if err := c.e.Run(testCtx(t)); !errors.Is(err, ErrRunning) {
+		t.Errorf("second concurrent Run = %v; want ErrRunning", err)
+	}
+	c.stop()
+	// Run again once the first Run has returned: allowed.
+	cur := g.log.len()
+	c.start()
+	g.log.await(t, cur, "election in the second Run", isElected)
+	c.stop()
+	c.checkCallbacks(t)
+}
+
+func TestRunReturnsCtxError(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	c := g.add("a", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.e.Run(ctx) }()
+	g.log.await(t, 0, "election", isElected)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run after cancel = %v; want context.Canceled", err)
+	}
+	// Every callback has returned by now.
+	if e, l := c.elected.Load(), c.lost.Load(); e != 1 || l != 1 {
+		t.Errorf("after Run returned: OnElected %d, OnLost %d; want 1, 1", e, l)
+	}
+}
+
+func TestResignWhenNotLeaderIsNoop(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	a := g.add("a", nil)
+	if err := a.e.Resign(testCtx(t)); err != nil {
+		t.Errorf("Resign before Run = %v; want nil", err)
+	}
+	a.start()
+	g.log.await(t, 0, "election of a", isElected)
+	b := g.add("b", nil).start()
+	g.log.await(t, 0, "b seeing a lead", func(ev event) bool { return ev.kind == evLeader && ev.id == "b" && ev.leader.Identity == "a" })
+	if err := b.e.Resign(testCtx(t)); err != nil {
+		t.Errorf("standby Resign = %v; want nil", err)
+	}
+	if !a.e.IsLeader() || b.e.IsLeader() {
+		t.Errorf("IsLeader a, b = %v, %v; want true, false", a.e.IsLeader(), b.e.IsLeader())
+	}
+	if _, ok := b.e.Term(); ok {
+		t.Error("standby Term() ok = true; want false")
+	}
+	a.stop()
+	b.stop()
+}
+
+func TestResignFromOnElected(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	var resigned atomic.Int32
+	var a *candidate
+	a = g.add("a", nil)
+	a.work = func(ctx context.Context, term callbacks.Term) {
+		if resigned.Add(1) == 1 {
+			// With OnElected's ctx, Resign must not wait for OnElected.
+			if err := a.e.Resign(ctx); err != nil {
+				t.Errorf("Resign(OnElected's ctx) = %v", err)
+			}
+		}
+	}
+	a.start()
+	first, cur := g.log.await(t, 0, "election", isElected)
+	_, cur = g.log.await(t, cur, "OnLost after resigning from OnElected", lostBy("a"))
+	// Alone, it wins again after its pause.
+	again, _ := g.log.await(t, cur, "re-election", isElected)
+	if again.fence <= first.fence {
+		t.Errorf("re-election fence %d; want > %d", again.fence, first.fence)
+	}
+	a.stop()
+	a.checkCallbacks(t)
+}
+
+func TestPanickingOnElectedKeepsTheContract(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	a := g.add("a", nil)
+	a.work = func(context.Context, callbacks.Term) { panic("boom") }
+	a.start()
+	_, cur := g.log.await(t, 0, "election of a", isElected)
+	b := g.add("b", nil).start()
+	// A panic ends the work, not the term: a still leads and renews.
+	if !a.e.IsLeader() {
+		t.Fatal("a.IsLeader() after its OnElected panicked = false; want true")
+	}
+	if err := a.e.Resign(testCtx(t)); err != nil {
+		t.Fatalf("Resign = %v", err)
+	}
+	g.log.await(t, cur, "OnLost of a", lostBy("a"))
+	g.log.await(t, cur, "election of b", electedOtherThan("a"))
+	// The recording OnElected decrements the counter only when it returns
+	// normally, so the panic leaves it at one too many: undo that.
+	g.leaders.Add(-1)
+	a.stop()
+	b.stop()
+	if e, l := a.elected.Load(), a.lost.Load(); e != l {
+		t.Errorf("a: OnElected %d, OnLost %d; want equal", e, l)
+	}
+}
+
+func TestHealthy(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	a := g.add("a", nil)
+	if err := a.e.Healthy(time.Nanosecond); err != nil {
+		t.Errorf("Healthy before Run = %v; want nil (not leading)", err)
+	}
+	a.start()
+	g.log.await(t, 0, "election", isElected)
+	if err := a.e.Healthy(0); err != nil {
+		t.Errorf("Healthy(0) while leading = %v; want nil", err)
+	}
+	err := a.e.Healthy(time.Nanosecond)
+	if !errors.Is(err, ErrNotRenewing) {
+		t.Errorf("Healthy(1ns) = %v; want ErrNotRenewing", err)
+	}
+	a.stop()
+	if err := a.e.Healthy(time.Nanosecond); err != nil {
+		t.Errorf("Healthy after Run = %v; want nil", err)
+	}
+}
+
+// TestCallbackOrderUnderChurn resigns many times in a row, from outside and
+// from inside OnElected, with short timings, and checks the callback
+// contract per candidate.
+func TestCallbackOrderUnderChurn(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	fast := func(c *Config) {
+		c.TTL, c.RenewDeadline, c.RetryPeriod = 400*time.Millisecond, 250*time.Millisecond, 50*time.Millisecond
+	}
+	var cs []*candidate
+	resignNow := map[string]chan struct{}{}
+	for _, id := range []string{"a", "b", "c"} {
+		c := g.add(id, fast)
+		now := make(chan struct{}, 1)
+		resignNow[id] = now
+		c.work = func(ctx context.Context, term callbacks.Term) {
+			select {
+			case <-now:
+				if err := c.e.Resign(ctx); err != nil {
+					t.Errorf("%s: Resign(OnElected's ctx) = %v", id, err)
+				}
+			case <-ctx.Done():
+			}
+		}
+		cs = append(cs, c.start())
+	}
+	const rounds = 30
+	ev, cur := g.log.await(t, 0, "first election", isElected)
+	fences := []int64{ev.fence}
+	for round := range rounds {
+		leader := find(t, cs, ev.id)
+		if round%3 == 2 {
+			resignNow[leader.id] <- struct{}{} // from inside OnElected
+		} else if err := leader.e.Resign(testCtx(t)); err != nil {
+			t.Fatalf("round %d: %s.Resign = %v", round, leader.id, err)
+		}
+		prev := ev.fence
+		ev, cur = g.log.await(t, cur, fmt.Sprintf("election after round %d", round), func(e event) bool {
+			return e.kind == evElected && e.fence > prev
+		})
+		fences = append(fences, ev.fence)
+	}
+	for _, c := range cs {
+		c.stop()
+		c.checkCallbacks(t)
+	}
+	g.checkExclusive(t)
+	if !slices.IsSorted(fences) {
+		t.Errorf("term fences %v; want increasing", fences)
+	}
+	// Per candidate, elected and lost alternate, starting with elected, and
+	// lost carries the fence of the elected before it.
+	for _, c := range cs {
+		var open int64
+		for _, ev := range g.log.snapshot() {
+			if ev.id != c.id {
+				continue
+			}
+			switch ev.kind {
+			case evElected:
+				if open != 0 {
+					t.Errorf("%s: OnElected(fence %d) before OnLost of fence %d", c.id, ev.fence, open)
+				}
+				open = ev.fence
+			case evLost:
+				if ev.fence != open {
+					t.Errorf("%s: OnLost(fence %d); want fence %d", c.id, ev.fence, open)
+				}
+				open = 0
+			}
+		}
+	}
+	t.Logf("%d terms; elected per candidate: a=%d b=%d c=%d", len(fences), cs[0].elected.Load(), cs[1].elected.Load(), cs[2].elected.Load())
+}

@@ -1,0 +1,331 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/baton-dev/baton/callbacks"
+	"github.com/baton-dev/baton/lock"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/valkey-io/valkey-go"
+)
+
+// DefaultFallbackInterval is how often Watch re-reads the leader when
+// nothing else made it look: it only covers notifications lost while the
+// subscription was down and changes made outside baton (an operator deleting
+// the key).
+const DefaultFallbackInterval = 5 * time.Second
+
+// resubscribePause is the pause before resubscribing after the subscription's
+// connection broke, so a down server is not hammered.
+const resubscribePause = 50 * time.Millisecond
+
+// ObserveOption configures LeaderOf and Watch.
+type ObserveOption func(*observeOptions)
+
+type observeOptions struct {
+	keyPrefix string
+	fallback  time.Duration
+	logger    *slog.Logger
+}
+
+// WithKeyPrefix sets the key prefix of the election, for electors configured
+// with a Config.KeyPrefix other than DefaultKeyPrefix.
+func WithKeyPrefix(prefix string) ObserveOption {
+	return func(o *observeOptions) { o.keyPrefix = prefix }
+}
+
+// WithFallbackInterval sets how often Watch re-reads the leader when no
+// event made it look; default DefaultFallbackInterval. Values <= 0 keep the
+// default.
+func WithFallbackInterval(d time.Duration) ObserveOption {
+	return func(o *observeOptions) { o.fallback = d }
+}
+
+// WithLogger sets the logger to which Watch reports failed reads (at Warn);
+// nil means slog.Default().
+func WithLogger(l *slog.Logger) ObserveOption {
+	return func(o *observeOptions) { o.logger = l }
+}
+
+func observeConfig(opts []ObserveOption) observeOptions {
+	o := observeOptions{keyPrefix: DefaultKeyPrefix, fallback: DefaultFallbackInterval}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.keyPrefix == "" {
+		o.keyPrefix = DefaultKeyPrefix
+	}
+	if o.fallback <= 0 {
+		o.fallback = DefaultFallbackInterval
+	}
+	if o.logger == nil {
+		o.logger = slog.Default()
+	}
+	return o
+}
+
+// observerLock returns the lock an observer inspects. Building a Lock makes
+// no server call.
+func observerLock(client valkey.Client, name, prefix string) (*lock.Lock, error) {
+	if client == nil {
+		return nil, errors.New("election: client must not be nil")
+	}
+	if name == "" {
+		return nil, errors.New("election: name must not be empty")
+	}
+	l, err := lock.New(client, name, lock.Config{KeyPrefix: prefix})
+	if err != nil {
+		return nil, fmt.Errorf("election: %w", err)
+	}
+	return l, nil
+}
+
+// LeaderOf reads the current leader of the election name in one round trip,
+// without campaigning: its identity, the fencing token of its term and the
+// remaining TTL of its leadership. The zero Leader means no leader.
+func LeaderOf(ctx context.Context, client valkey.Client, name string, opts ...ObserveOption) (callbacks.Leader, error) {
+	o := observeConfig(opts)
+	l, err := observerLock(client, name, o.keyPrefix)
+	if err != nil {
+		return callbacks.Leader{}, err
+	}
+	return inspect(ctx, l)
+}
+
+// Leader reads the current leader of e's election from the server in one
+// round trip, without campaigning. It may differ from what IsLeader says
+// for a moment around a transition: the server is the reference.
+func (e *Elector) Leader(ctx context.Context) (callbacks.Leader, error) {
+	return inspect(ctx, e.lock)
+}
+
+func inspect(ctx context.Context, l *lock.Lock) (callbacks.Leader, error) {
+	st, err := l.Inspect(ctx)
+	if err != nil {
+		return callbacks.Leader{}, fmt.Errorf("election: read leader of %q: %w", l.Name(), err)
+	}
+	return leaderFrom(st), nil
+}
+
+// leaderFrom turns what Inspect saw into a Leader.
+func leaderFrom(st lock.State) callbacks.Leader {
+	if !st.Held() {
+		return callbacks.Leader{}
+	}
+	return callbacks.Leader{Identity: identityOf(st.Token), Fence: st.Fence, TTL: st.TTL}
+}
+
+// sameLeader reports whether a and b describe the same leadership: the same
+// identity in the same term; every "no leader" is the same.
+func sameLeader(a, b callbacks.Leader) bool {
+	if a.None() || b.None() {
+		return a.None() == b.None()
+	}
+	return a.Identity == b.Identity && a.Fence == b.Fence
+}
+
+// Watch follows the leader of the election name until ctx ends, calling fn
+// with the current leader first (the zero Leader when there is none) and
+// then on every change of leader (identity or term), including to no
+// leader, in the order observed. fn runs on Watch's goroutine, one call at a
+// time; a slow fn delays later observations but loses no change that is
+// still visible when it returns. Transitions shorter than a round trip may
+// be observed as one change.
+//
+// Watch does not poll. It subscribes to the election's channel, on which
+// every acquisition and release is published, and re-reads the leader on
+// each message; it re-reads at the moment the leader's TTL runs out, since
+// an expiry is not published; and it re-reads every fallback interval
+// (WithFallbackInterval) for anything else. Read errors are logged and
+// retried with backoff.
+//
+// Watch returns nil when ctx ends, after every goroutine it started has
+// exited; it returns an error at once only for invalid arguments.
+func Watch(ctx context.Context, client valkey.Client, name string, fn func(callbacks.Leader), opts ...ObserveOption) error {
+	if fn == nil {
+		return errors.New("election: watch function must not be nil")
+	}
+	o := observeConfig(opts)
+	l, err := observerLock(client, name, o.keyPrefix)
+	if err != nil {
+		return err
+	}
+	newObserver(client, l, o.fallback, o.logger, fn).run(ctx)
+	return nil
+}
+
+// observer follows the leader of one election for Watch and for a running
+// Elector. run reads the server; learned may be called from any goroutine.
+type observer struct {
+	client   valkey.Client
+	lock     *lock.Lock
+	fallback time.Duration
+	log      *slog.Logger
+	report   func(callbacks.Leader)
+	pokes    chan struct{} // buffered 1: re-read soon
+
+	// reportMu serialises reports, so that a leader learned outside run (an
+	// elector's own election) is never followed by the result of a read
+	// that was sent before it.
+	reportMu sync.Mutex
+	seq      uint64           // guarded by reportMu: bumped by learned
+	last     callbacks.Leader // guarded by reportMu: last reported
+	have     bool             // guarded by reportMu: whether last is set
+}
+
+func newObserver(client valkey.Client, l *lock.Lock, fallback time.Duration, log *slog.Logger, report func(callbacks.Leader)) *observer {
+	return &observer{client: client, lock: l, fallback: fallback, log: log, report: report, pokes: make(chan struct{}, 1)}
+}
+
+// poke makes run re-read the leader. It never blocks.
+func (o *observer) poke() {
+	select {
+	case o.pokes <- struct{}{}:
+	default:
+	}
+}
+
+// learned reports a leader known without reading the server, such as the
+// elector's own election, and makes run discard the read in flight.
+func (o *observer) learned(l callbacks.Leader) {
+	o.reportMu.Lock()
+	o.seq++
+	o.consider(l)
+	o.reportMu.Unlock()
+	o.poke()
+}
+
+// consider reports l if it differs from the last leader reported; the first
+// leader is always reported. o.reportMu must be held.
+func (o *observer) consider(l callbacks.Leader) {
+	if o.have && sameLeader(o.last, l) {
+		return
+	}
+	o.last, o.have = l, true
+	o.report(l)
+}
+
+// run reports the leader until ctx ends, then waits for its subscription
+// goroutine.
+func (o *observer) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { o.subscribe(ctx) })
+
+	bo := newBackoff(o.fallback)
+	expiry := time.NewTimer(time.Hour)
+	expiry.Stop()
+	defer expiry.Stop()
+	next := time.NewTimer(o.fallback)
+	defer next.Stop()
+
+	for {
+		o.reportMu.Lock()
+		seq := o.seq
+		o.reportMu.Unlock()
+		// A read is bounded so that a hung server delays it by at most one
+		// fallback interval; the next one goes out then.
+		rctx, cancel := context.WithTimeout(ctx, o.fallback)
+		st, err := o.lock.Inspect(rctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			wait := bo.NextBackOff()
+			o.log.Warn("election: read leader failed; retrying", "name", o.lock.Name(), "error", err, "retry_in", wait)
+			next.Reset(wait)
+		default:
+			bo.Reset()
+			l := leaderFrom(st)
+			o.reportMu.Lock()
+			stale := o.seq != seq
+			if !stale {
+				o.consider(l)
+			}
+			o.reportMu.Unlock()
+			if stale {
+				continue // a newer leader was learned while reading: read again
+			}
+			if l.None() || st.TTL <= 0 {
+				expiry.Stop()
+			} else {
+				// A millisecond late, so the key has expired when we look.
+				expiry.Reset(st.TTL + time.Millisecond)
+			}
+			next.Reset(o.fallback)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.pokes:
+		case <-expiry.C:
+		case <-next.C:
+		}
+	}
+}
+
+// subscribe pokes the observer on every message on the election's channel,
+// and each time the subscription is (re)established, since changes made
+// while it was down went unheard. It returns when ctx ends.
+func (o *observer) subscribe(ctx context.Context) {
+	channel := o.lock.Channel()
+	hooked := valkey.WithOnSubscriptionHook(ctx, func(s valkey.PubSubSubscription) {
+		if s.Kind == "subscribe" && s.Channel == channel {
+			o.poke()
+		}
+	})
+	pause := time.NewTimer(resubscribePause)
+	pause.Stop()
+	defer pause.Stop()
+	for {
+		cmd := o.client.B().Subscribe().Channel(channel).Build()
+		_ = o.client.Receive(hooked, cmd, func(m valkey.PubSubMessage) {
+			if strings.HasPrefix(m.Message, "acquired:") || strings.HasPrefix(m.Message, "released:") {
+				o.poke()
+			}
+		})
+		// Receive ends with ctx, or when the connection broke.
+		pause.Reset(resubscribePause)
+		select {
+		case <-ctx.Done():
+			return
+		case <-pause.C:
+		}
+	}
+}
+
+// newBackoff returns an exponential backoff for retry loops that run until
+// their ctx ends: it never gives up (backoff v4's default MaxElapsedTime of
+// 15 minutes would) and never waits longer than limit.
+func newBackoff(limit time.Duration) *cappedBackoff {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(min(50*time.Millisecond, limit)),
+		backoff.WithMaxInterval(limit),
+		backoff.WithMaxElapsedTime(0),
+	)
+	return &cappedBackoff{b: b, limit: limit}
+}
+
+// cappedBackoff caps the randomized intervals of an ExponentialBackOff, which
+// may otherwise exceed MaxInterval by the randomization factor.
+type cappedBackoff struct {
+	b     *backoff.ExponentialBackOff
+	limit time.Duration
+}
+
+func (c *cappedBackoff) NextBackOff() time.Duration {
+	d := c.b.NextBackOff()
+	if d == backoff.Stop || d > c.limit {
+		return c.limit
+	}
+	return d
+}
+
+func (c *cappedBackoff) Reset() { c.b.Reset() }

@@ -1,0 +1,182 @@
+package election
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/callbacks"
+)
+
+// watchInto runs Watch until the end of the test, recording every call of
+// fn as an evLeader event with id "watch".
+func watchInto(t *testing.T, g *group, h *history, opts ...ObserveOption) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	client := g.srv.Client(t)
+	go func() {
+		done <- Watch(ctx, client, g.name, func(l callbacks.Leader) {
+			h.add(event{kind: evLeader, id: "watch", leader: l, at: time.Now()})
+		}, opts...)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch after its ctx ended = %v; want nil", err)
+		}
+	})
+}
+
+func leaderIs(id string) func(event) bool {
+	return func(ev event) bool { return ev.kind == evLeader && ev.leader.Identity == id }
+}
+
+func noLeader(ev event) bool { return ev.kind == evLeader && ev.leader.None() }
+
+func TestLeaderOfAndWatch(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	client := g.srv.Client(t)
+	ctx := testCtx(t)
+	watched := newHistory()
+	watchInto(t, g, watched)
+
+	// The first call reports the current state, even "no leader".
+	first, wcur := watched.await(t, 0, "Watch's first report", func(event) bool { return true })
+	if !first.leader.None() {
+		t.Errorf("Watch's first report = %+v; want no leader", first.leader)
+	}
+	if l, err := LeaderOf(ctx, client, g.name); err != nil || !l.None() {
+		t.Errorf("LeaderOf before any election = %+v, %v; want no leader", l, err)
+	}
+
+	a := g.add("a", nil).start()
+	elected, _ := g.log.await(t, 0, "election of a", isElected)
+	l, err := LeaderOf(ctx, client, g.name)
+	if err != nil {
+		t.Fatalf("LeaderOf = %v", err)
+	}
+	if l.Identity != "a" || l.Fence != elected.fence || l.TTL <= 0 || l.TTL > testTTL {
+		t.Errorf("LeaderOf = %+v; want identity a, fence %d, 0 < TTL <= %v", l, elected.fence, testTTL)
+	}
+	if el, err := a.e.Leader(ctx); err != nil || el.Identity != "a" || el.Fence != elected.fence {
+		t.Errorf("a.Leader = %+v, %v; want identity a, fence %d", el, err, elected.fence)
+	}
+	seenA, wcur := watched.await(t, wcur, "Watch seeing a", leaderIs("a"))
+	if seenA.leader.Fence != elected.fence || seenA.leader.TTL <= 0 {
+		t.Errorf("Watch reported %+v; want fence %d and a positive TTL", seenA.leader, elected.fence)
+	}
+
+	b := g.add("b", nil).start()
+	if err := a.e.Resign(ctx); err != nil {
+		t.Fatalf("Resign = %v", err)
+	}
+	g.log.await(t, 0, "election of b", electedOtherThan("a"))
+	seenB, wcur := watched.await(t, wcur, "Watch seeing b", leaderIs("b"))
+	if seenB.leader.Fence <= elected.fence {
+		t.Errorf("Watch reported b with fence %d; want > %d", seenB.leader.Fence, elected.fence)
+	}
+	b.stop() // releases: a, pausing after its resignation, may take over
+	a.stop()
+	watched.await(t, wcur, "Watch seeing no leader after the releases", noLeader)
+	if l, err := LeaderOf(ctx, client, g.name); err != nil || !l.None() {
+		t.Errorf("LeaderOf after every candidate released = %+v, %v; want no leader", l, err)
+	}
+
+	// Every report is a change, in order: consecutive reports differ, and
+	// the terms reported only go forward.
+	var prev *callbacks.Leader
+	var highest int64
+	for _, ev := range watched.snapshot() {
+		if prev != nil && sameLeader(*prev, ev.leader) {
+			t.Errorf("Watch reported %+v twice in a row", ev.leader)
+		}
+		if !ev.leader.None() {
+			if ev.leader.Fence <= highest {
+				t.Errorf("Watch reported fence %d after %d", ev.leader.Fence, highest)
+			}
+			highest = ev.leader.Fence
+		}
+		prev = &ev.leader
+	}
+
+	// OnNewLeader of the electors saw the same history, their own election
+	// included.
+	for _, id := range []string{"a", "b"} {
+		var own bool
+		for _, ev := range g.log.snapshot() {
+			own = own || (ev.kind == evLeader && ev.id == id && ev.leader.Identity == id)
+		}
+		if !own {
+			t.Errorf("%s's OnNewLeader never reported its own election", id)
+		}
+	}
+}
+
+// TestWatchSeesExpiryWithoutPolling stops a leader without releasing: the
+// expiry is published by nobody, so Watch must find it with its timer at the
+// TTL's end, long before its fallback re-read.
+func TestWatchSeesExpiryWithoutPolling(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	watched := newHistory()
+	watchInto(t, g, watched, WithFallbackInterval(time.Minute))
+	a := g.add("a", func(c *Config) { c.KeepOnCancel = true }).start()
+	g.log.await(t, 0, "election of a", isElected)
+	_, wcur := watched.await(t, 0, "Watch seeing a", leaderIs("a"))
+	a.stop()
+	expiry := a.lastRenewal().Add(testTTL)
+	gone, _ := watched.await(t, wcur, "Watch seeing the expiry", noLeader)
+	t.Logf("Watch saw the expiry %v after the earliest possible expiry", gone.at.Sub(expiry))
+	if late := gone.at.Sub(expiry); late > testTTL/2 {
+		t.Errorf("Watch saw the expiry %v late; want it at the TTL's end", late)
+	}
+}
+
+// TestWatchSeesLeaderAfterServerRestart checks that Watch rides out a
+// server restart: it resubscribes, and the new leader is reported.
+func TestWatchSeesLeaderAfterServerRestart(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	watched := newHistory()
+	watchInto(t, g, watched, WithFallbackInterval(time.Minute))
+	a := g.add("a", nil).start()
+	seen, wcur := watched.await(t, 0, "Watch seeing a", leaderIs("a"))
+	g.srv.Restart(t)
+	watched.await(t, wcur, "Watch seeing a new term", func(ev event) bool {
+		return ev.kind == evLeader && !ev.leader.None() && ev.leader.Fence > seen.leader.Fence
+	})
+	a.stop()
+}
+
+func TestObserveKeyPrefix(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	ctx := testCtx(t)
+	client := g.srv.Client(t)
+	g.add("a", func(c *Config) { c.KeyPrefix = "custom:" }).start()
+	g.log.await(t, 0, "election", isElected)
+	if l, err := LeaderOf(ctx, client, g.name); err != nil || !l.None() {
+		t.Errorf("LeaderOf with the default prefix = %+v, %v; want no leader", l, err)
+	}
+	if l, err := LeaderOf(ctx, client, g.name, WithKeyPrefix("custom:")); err != nil || l.Identity != "a" {
+		t.Errorf("LeaderOf with WithKeyPrefix = %+v, %v; want a", l, err)
+	}
+}
+
+func TestObserveArguments(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	ctx := testCtx(t)
+	client := g.srv.Client(t)
+	if _, err := LeaderOf(ctx, nil, "x"); err == nil {
+		t.Error("LeaderOf(nil client) = nil error; want an error")
+	}
+	if _, err := LeaderOf(ctx, client, ""); err == nil {
+		t.Error(`LeaderOf(name "") = nil error; want an error`)
+	}
+	if err := Watch(ctx, client, "x", nil); err == nil {
+		t.Error("Watch(nil fn) = nil error; want an error")
+	}
+}

@@ -1,0 +1,241 @@
+package election
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/baton-dev/baton/lock"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+func TestTelemetry(t *testing.T) {
+	t.Parallel()
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() {
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	})
+	ctx := testCtx(t)
+	collect := func() metricdata.ResourceMetrics {
+		t.Helper()
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(ctx, &rm); err != nil {
+			t.Fatalf("Collect = %v", err)
+		}
+		return rm
+	}
+
+	g := newGroup(t)
+	withOTel := func(c *Config) { c.TracerProvider, c.MeterProvider = tp, mp }
+	a := g.add("a", withOTel).start()
+	_, cur := g.log.await(t, 0, "election of a", isElected)
+	b := g.add("b", withOTel).start()
+	_, cur = g.log.await(t, cur, "a renewal", func(ev event) bool { return ev.kind == evRenew && ev.id == "a" })
+	_, cur = g.log.await(t, cur, "a second renewal", func(ev event) bool { return ev.kind == evRenew && ev.id == "a" })
+
+	// While a leads.
+	rm := collect()
+	if v, ok := gaugeInt(rm, MetricIsLeader, "a"); !ok || v != 1 {
+		t.Errorf("%s{a} = %d, %v; want 1", MetricIsLeader, v, ok)
+	}
+	if v, ok := gaugeInt(rm, MetricIsLeader, "b"); !ok || v != 0 {
+		t.Errorf("%s{b} = %d, %v; want 0", MetricIsLeader, v, ok)
+	}
+	if v, ok := gaugeFloat(rm, MetricSinceLastRenewal, "a"); !ok || v < 0 || v > testRenewDeadline.Seconds() {
+		t.Errorf("%s{a} = %v, %v; want between 0 and %v", MetricSinceLastRenewal, v, ok, testRenewDeadline.Seconds())
+	}
+	if _, ok := gaugeFloat(rm, MetricSinceLastRenewal, "b"); ok {
+		t.Errorf("%s{b} reported for a standby; want no data point", MetricSinceLastRenewal)
+	}
+	if n := histCount(rm, MetricAcquireDuration, "a"); n != 1 {
+		t.Errorf("%s{a} count = %d; want 1", MetricAcquireDuration, n)
+	}
+	if n := histCount(rm, MetricRenewDuration, "a"); n < 2 {
+		t.Errorf("%s{a} count = %d; want >= 2", MetricRenewDuration, n)
+	}
+
+	// a resigns; b is deposed by a deletion; then both stop.
+	if err := a.e.Resign(ctx); err != nil {
+		t.Fatalf("Resign = %v", err)
+	}
+	_, cur = g.log.await(t, cur, "election of b", electedOtherThan("a"))
+	g.srv.Do(t, "DEL", g.key())
+	g.log.await(t, cur, "b losing its deleted key", lostBy("b"))
+	a.stop()
+	b.stop()
+
+	rm = collect()
+	for _, id := range []string{"a", "b"} {
+		el, lo := counter(rm, MetricTransitions, id, "elected"), counter(rm, MetricTransitions, id, "lost")
+		if el < 1 || el != lo {
+			t.Errorf("%s{%s}: elected %d, lost %d; want equal and >= 1", MetricTransitions, id, el, lo)
+		}
+	}
+	if n := counter(rm, MetricRenewFailures, "b", ""); n != 1 {
+		t.Errorf("%s{b} = %d; want 1 (the renewal that found the key deleted)", MetricRenewFailures, n)
+	}
+	if v, ok := gaugeInt(rm, MetricIsLeader, "a"); ok && v != 0 {
+		t.Errorf("%s{a} after Run returned = %d; want no data point or 0", MetricIsLeader, v)
+	}
+
+	// Spans.
+	stubs := spans.GetSpans()
+	byName := map[string][]tracetest.SpanStub{}
+	for _, s := range stubs {
+		byName[s.Name] = append(byName[s.Name], s)
+		if s.InstrumentationScope.Name == ScopeName {
+			if s.InstrumentationScope.Version != Version {
+				t.Errorf("span %s scope version = %q; want %q", s.Name, s.InstrumentationScope.Version, Version)
+			}
+			if s.Status.Code == codes.Error {
+				t.Errorf("span %s has error status %q; want none (held elsewhere and stopping are not errors)", s.Name, s.Status.Description)
+			}
+			for _, k := range []attribute.Key{AttrName, AttrIdentity} {
+				if _, ok := attr(s, k); !ok {
+					t.Errorf("span %s has no %s", s.Name, k)
+				}
+			}
+		}
+	}
+	campaigns := byName["election.campaign"]
+	if len(campaigns) < 2 {
+		t.Errorf("%d election.campaign spans; want >= 2 (a, then b)", len(campaigns))
+	}
+	for _, s := range campaigns {
+		if v, ok := attr(s, lock.AttrFence); !ok || v.AsInt64() <= 0 {
+			t.Errorf("election.campaign fence = %v, %v; want a fencing token", v, ok)
+		}
+		if !s.EndTime.After(s.StartTime) {
+			t.Errorf("election.campaign from %v to %v; want a positive duration", s.StartTime, s.EndTime)
+		}
+	}
+	if n := len(byName["election.renew"]); n < 2 {
+		t.Errorf("%d election.renew spans; want >= 2", n)
+	}
+	var reasons []string
+	for _, s := range byName["election.step_down"] {
+		v, _ := attr(s, AttrReason)
+		reasons = append(reasons, v.AsString())
+	}
+	for _, want := range []string{"resigned", "lost_not_owned"} {
+		if !slices.Contains(reasons, want) {
+			t.Errorf("step_down reasons %v; want one %q", reasons, want)
+		}
+	}
+	// The release nests in the step-down, the lock's acquire in the
+	// election's.
+	releases := byName["election.release"]
+	if len(releases) == 0 {
+		t.Fatal("no election.release span")
+	}
+	if !hasParent(releases[0], byName["election.step_down"]) {
+		t.Error("election.release is not a child of an election.step_down span")
+	}
+	var nested bool
+	for _, s := range byName["lock.acquire"] {
+		nested = nested || hasParent(s, byName["election.acquire"])
+	}
+	if !nested {
+		t.Error("no lock.acquire span is a child of an election.acquire span")
+	}
+}
+
+func hasParent(s tracetest.SpanStub, parents []tracetest.SpanStub) bool {
+	for _, p := range parents {
+		if s.Parent.SpanID() == p.SpanContext.SpanID() {
+			return true
+		}
+	}
+	return false
+}
+
+func attr(s tracetest.SpanStub, k attribute.Key) (attribute.Value, bool) {
+	for _, kv := range s.Attributes {
+		if kv.Key == k {
+			return kv.Value, true
+		}
+	}
+	return attribute.Value{}, false
+}
+
+// metricNamed returns the metric named name in the election's scope.
+func metricNamed(rm metricdata.ResourceMetrics, name string) (metricdata.Metrics, bool) {
+	for _, sm := range rm.ScopeMetrics {
+		if sm.Scope.Name != ScopeName {
+			continue
+		}
+		for _, m := range sm.Metrics {
+			if m.Name == name {
+				return m, true
+			}
+		}
+	}
+	return metricdata.Metrics{}, false
+}
+
+func matches(set attribute.Set, identity, direction string) bool {
+	v, _ := set.Value(AttrIdentity)
+	if v.AsString() != identity {
+		return false
+	}
+	if direction == "" {
+		return true
+	}
+	d, _ := set.Value(AttrDirection)
+	return d.AsString() == direction
+}
+
+func gaugeInt(rm metricdata.ResourceMetrics, name, identity string) (int64, bool) {
+	m, _ := metricNamed(rm, name)
+	g, _ := m.Data.(metricdata.Gauge[int64])
+	for _, dp := range g.DataPoints {
+		if matches(dp.Attributes, identity, "") {
+			return dp.Value, true
+		}
+	}
+	return 0, false
+}
+
+func gaugeFloat(rm metricdata.ResourceMetrics, name, identity string) (float64, bool) {
+	m, _ := metricNamed(rm, name)
+	g, _ := m.Data.(metricdata.Gauge[float64])
+	for _, dp := range g.DataPoints {
+		if matches(dp.Attributes, identity, "") {
+			return dp.Value, true
+		}
+	}
+	return 0, false
+}
+
+func counter(rm metricdata.ResourceMetrics, name, identity, direction string) int64 {
+	m, _ := metricNamed(rm, name)
+	s, _ := m.Data.(metricdata.Sum[int64])
+	var n int64
+	for _, dp := range s.DataPoints {
+		if matches(dp.Attributes, identity, direction) {
+			n += dp.Value
+		}
+	}
+	return n
+}
+
+func histCount(rm metricdata.ResourceMetrics, name, identity string) uint64 {
+	m, _ := metricNamed(rm, name)
+	h, _ := m.Data.(metricdata.Histogram[float64])
+	var n uint64
+	for _, dp := range h.DataPoints {
+		if matches(dp.Attributes, identity, "") {
+			n += dp.Count
+		}
+	}
+	return n
+}
