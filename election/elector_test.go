@@ -202,8 +202,7 @@ func TestResignFromOnElected(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t)
 	var resigned atomic.Int32
-	var a *candidate
-	a = g.add("a", nil)
+	a := g.add("a", nil)
 	a.work = func(ctx context.Context, term callbacks.Term) {
 		if resigned.Add(1) == 1 {
 			// With OnElected's ctx, Resign must not wait for OnElected.
