@@ -130,8 +130,8 @@
 // Metrics (same scope): baton.election.is_leader, baton.election.transitions
 // (baton.election.direction = elected or lost),
 // baton.election.acquire.duration (round trip of the winning attempt),
-// baton.election.renew.duration, baton.election.renew.failures (the renewal
-// failure that ended a term) and baton.election.since_last_renewal (only
+// baton.election.renew.duration, baton.election.renew.failures (every
+// failed renewal, and a validity bound that passed with a renewal unanswered) and baton.election.since_last_renewal (only
 // while leading). The observable ones are reported while Run runs.
 //
 // Logs go to Config.Logger: transitions at Info, renewals at Debug, retried

@@ -239,7 +239,11 @@ func (e *Elector) begin(ctx context.Context, parent trace.SpanContext, h *lock.H
 		// for clock-rate differences; New checked that it is positive.
 		DriftMargin: e.cfg.TTL - e.cfg.RenewDeadline,
 		OnRenew:     func(at time.Time) { e.renewed(t, at) },
-		Logger:      e.log,
+		OnRenewError: func(at time.Time, err error) {
+			e.meters.renewFailures.Add(context.Background(), 1, e.meters.attrs)
+			e.log.Debug("election: renewal failed", "fence", t.cb.Fence, "error", err)
+		},
+		Logger: e.log,
 	})
 	if err != nil {
 		return nil, err
@@ -322,9 +326,10 @@ func (e *Elector) stepDown(d *callbacks.Dispatcher, t *term, r reason) {
 		e.releaseLease(t.stepCtx, t.lease)
 	}
 
-	if r == reasonNotOwned || r == reasonExpiredLocally {
-		// The lease reports a renewal only when it succeeds, so what is
-		// counted is the failure that ended the term.
+	if r == reasonExpiredLocally {
+		// Failed renewals were counted as they came (OnRenewError); a
+		// validity bound that passed with a renewal still unanswered (a
+		// paused server) is one more.
 		e.meters.renewFailures.Add(ctx, 1, e.meters.attrs)
 	}
 	e.meters.transition(ctx, false)

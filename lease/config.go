@@ -67,6 +67,14 @@ type Config struct {
 	// must return quickly. An election uses it for health and metrics.
 	OnRenew func(sent time.Time)
 
+	// OnRenewError, if set, is called after each renewal that failed, with
+	// the time its request was sent and the error: transient ones that will
+	// be retried and the final not-owned one alike. It runs on the renewal's
+	// goroutine under the same rules as OnRenew. A renewal still unanswered
+	// when the validity bound passes is not reported here: Err says
+	// ErrExpired.
+	OnRenewError func(sent time.Time, err error)
+
 	// Logger receives renewals and transient errors at Debug and the loss of
 	// the lease at Info. Nil means slog.Default().
 	Logger *slog.Logger

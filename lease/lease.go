@@ -22,7 +22,7 @@ const releaseTimeout = time.Second
 // for concurrent use.
 type Lease struct {
 	h         *lock.Held
-	cfg       Config                          // resolved: no zero fields but OnRenew
+	cfg       Config                          // resolved: no zero fields but the hooks
 	reacquire func(ctx context.Context) error // h.Reacquire; replaced in tests
 
 	// ctx is cancelled, with the reason as its cause, the moment the lease
@@ -295,8 +295,17 @@ func (l *Lease) renew(ctx context.Context, cancel context.CancelFunc) {
 		l.renewed(sent, now)
 		return
 	}
-	l.renewing = false
 	l.lastErr = err
+	l.mu.Unlock()
+	if l.cfg.OnRenewError != nil {
+		l.cfg.OnRenewError(sent, err)
+	}
+	l.mu.Lock()
+	l.renewing = false
+	if !l.endedAt.IsZero() {
+		l.mu.Unlock()
+		return
+	}
 	switch {
 	case errors.Is(err, lock.ErrNotOwned), errors.Is(err, lock.ErrNotHeld), errors.Is(err, lock.ErrNoTTL):
 		// Final: the token is not, or no longer, on the server.

@@ -452,9 +452,15 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 	e := newEnv(t)
 	const validity = time.Second
 	h := acquire(t, e.client, "transient", 2*time.Second)
-	var calls atomic.Int64
+	var calls, reported atomic.Int64
 	r := newRenewals()
-	l := startWith(t, h, Config{RenewInterval: 100 * time.Millisecond, Validity: validity, OnRenew: r.onRenew},
+	onErr := func(sent time.Time, err error) {
+		if !errors.Is(err, lock.ErrUnavailable) || sent.IsZero() {
+			t.Errorf("OnRenewError(%v, %v); want a send time and ErrUnavailable", sent, err)
+		}
+		reported.Add(1)
+	}
+	l := startWith(t, h, Config{RenewInterval: 100 * time.Millisecond, Validity: validity, OnRenew: r.onRenew, OnRenewError: onErr},
 		func(ctx context.Context) error {
 			if calls.Add(1) <= 3 {
 				return &lock.Error{Op: "reacquire", Name: h.Name(), Kind: lock.ErrUnavailable}
@@ -467,6 +473,9 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 	}
 	if got := calls.Load(); got < 4 {
 		t.Fatalf("renewal attempts = %d; want 3 failures and a success", got)
+	}
+	if got := reported.Load(); got != 3 {
+		t.Fatalf("OnRenewError calls = %d; want 3, one per failed renewal", got)
 	}
 	if first := r.all()[0]; !first.Before(h.AcquiredAt().Add(validity)) {
 		t.Fatalf("first successful renewal %v after the acquisition; want within the validity %v", first.Sub(h.AcquiredAt()), validity)
