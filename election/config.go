@@ -141,6 +141,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Validate reports every problem with c at once, as New would, after filling
+// in the defaults of zero fields. It makes no server call, so a command-line
+// tool can reject bad flags before connecting. It never modifies c.
+func (c Config) Validate() error {
+	return c.withDefaults().validate()
+}
+
 // validate checks a Config with its defaults filled in and reports every
 // problem at once.
 func (c Config) validate() error {

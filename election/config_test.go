@@ -60,6 +60,15 @@ func TestNewValidation(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := validConfig()
 			tt.mod(&cfg)
+			verr := cfg.Validate()
+			if (verr == nil) != (len(tt.want) == 0) && tt.name != "key prefix that breaks hash tags" {
+				t.Errorf("Validate(%+v) = %v; want an error exactly when New fails (%q)", cfg, verr, tt.want)
+			}
+			for _, w := range tt.want {
+				if verr != nil && !strings.Contains(verr.Error(), w) {
+					t.Errorf("Validate(%+v) = %q; want it to contain %q", cfg, verr, w)
+				}
+			}
 			e, err := New(client, cfg)
 			if len(tt.want) == 0 {
 				if err != nil {
