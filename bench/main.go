@@ -9,7 +9,8 @@
 // and, within a round, every implementation once in turn (A B C A B C), so
 // drift of the machine spreads over all of them. Throughputs are medians over
 // rounds; latencies are percentiles over the samples of all rounds. Ratios
-// are to baton in the same run.
+// are to baton in the same run. Scenarios 6 (election failover) and 7 (many
+// leases on one connection) measure baton alone, once.
 //
 // This is its own module so that the root module never depends on the peers.
 package main
@@ -24,6 +25,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -40,25 +42,45 @@ func main() {
 	dur := flag.Duration("dur", time.Second, "length of one throughput window (scenarios 1-3)")
 	handoffs := flag.Int("handoffs", 34, "handoff samples per implementation per round (scenario 4)")
 	takeovers := flag.Int("takeovers", 2, "takeover samples per implementation per round (scenario 5)")
+	resigns := flag.Int("resigns", 30, "resign samples per election timing profile (scenario 6)")
+	crashes := flag.Int("crashes", 6, "crash samples with the fast election profile, about 1.2s each (scenario 6)")
+	slowCrash := flag.Bool("slowcrash", false, "also one crash sample with the client-go election profile, about 15s (scenario 6)")
+	leases := flag.Int("leases", 10000, "leases held at once (scenario 7)")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
 	write := flag.String("write", "", "rewrite the section between "+beginMarker+" and "+endMarker+" of this markdown file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *rounds, *dur, *handoffs, *takeovers, *only, *write); err != nil {
+	e := &env{dur: *dur, handoffs: *handoffs, takeovers: *takeovers,
+		resigns: *resigns, crashes: *crashes, slowCrash: *slowCrash, leases: *leases}
+	if err := run(ctx, e, *rounds, *only, *write); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, rounds int, dur time.Duration, handoffs, takeovers int, only, write string) error {
+func run(ctx context.Context, e *env, rounds int, only, write string) error {
 	srv, err := startServer()
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
-	e := &env{srv: srv, dur: dur, handoffs: handoffs, takeovers: takeovers}
+	e.srv = srv
 
 	selected := scenarios
 	if only != "" {
@@ -76,6 +98,18 @@ func run(ctx context.Context, rounds int, dur time.Duration, handoffs, takeovers
 	}
 	began := time.Now()
 	for _, s := range selected {
+		if s.solo {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			fmt.Fprintf(os.Stderr, "%6.1fs  scenario %s: baton\n", time.Since(began).Seconds(), s.id)
+			r := results[peers[0].name]
+			if err := s.run(ctx, e, peers[0], "s"+s.id, r); err != nil {
+				r.soloErrs = append(r.soloErrs, fmt.Sprintf("scenario %s: %v", s.id, err))
+				fmt.Fprintf(os.Stderr, "        error: %v\n", err)
+			}
+			continue
+		}
 		for round := range rounds {
 			for i, p := range peers {
 				if ctx.Err() != nil {
@@ -103,9 +137,10 @@ func run(ctx context.Context, rounds int, dur time.Duration, handoffs, takeovers
 		goVersion: runtime.Version(),
 		modules:   moduleVersions(),
 		rounds:    rounds,
-		dur:       dur,
-		handoffs:  handoffs,
-		takeovers: takeovers,
+		dur:       e.dur,
+		handoffs:  e.handoffs,
+		takeovers: e.takeovers,
+		slowCrash: e.slowCrash,
 		elapsed:   time.Since(began),
 	}, selected, results)
 	fmt.Print(doc)

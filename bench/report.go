@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -12,6 +13,7 @@ type reportInfo struct {
 	cores, rounds                    int
 	dur                              time.Duration
 	handoffs, takeovers              int
+	slowCrash                        bool
 	elapsed                          time.Duration
 }
 
@@ -85,11 +87,16 @@ func report(info reportInfo, ran []scenario, results map[string]*result) string 
 				row(&b, name(p, r), f1(p50), ratio(p50, percentile(baton.takeover, 0.5)),
 					f1(percentile(r.takeover, 1)), f0(median(r.takeoverRate)))
 			}
+		case "6":
+			reportElection(&b, info, baton)
+		case "7":
+			reportLeases(&b, baton)
 		}
 	}
 	var errs []string
 	for _, p := range peers {
-		for _, e := range results[p.name].errs {
+		r := results[p.name]
+		for _, e := range slices.Concat(r.errs, r.soloErrs) {
 			errs = append(errs, "- "+p.name+": "+e)
 		}
 	}
@@ -99,12 +106,86 @@ func report(info reportInfo, ran []scenario, results map[string]*result) string 
 	return b.String()
 }
 
+// reportElection renders scenario 6.
+func reportElection(b *strings.Builder, info reportInfo, r *result) {
+	b.WriteString(" (baton only): two electors on one election, on two clients as two processes; the standby " +
+		"has been blocked in its campaign for at least 20-40ms when the leader goes. *Resign*: time from just before the " +
+		"leader's Resign to the start of the standby's OnElected, each sample a fresh pair of electors. " +
+		"*Crash*: the leader's Run is cancelled with KeepOnCancel at a random point of its renewal cycle, so " +
+		"its key stays until its TTL ends; the key's expiry is the crash-time PTTL read (middle of that round " +
+		"trip plus the PTTL); *after the TTL* is from that expiry to the standby's OnElected, *total* from " +
+		"the crash. Profiles are TTL / renew deadline / retry period.\n\n")
+	header(b, "profile", "failover", "samples", "p50 ms", "p99 ms", "max ms")
+	type series struct {
+		what string
+		lat  []time.Duration
+	}
+	for _, f := range r.failovers {
+		all := []series{{"resign → new leader", f.lat}}
+		if f.crash {
+			all = []series{{"crash: new leader after the TTL's end", f.lat}, {"crash → new leader (total)", f.total}}
+		}
+		for _, s := range all {
+			row(b, f.profile.String(), s.what, fmt.Sprint(len(s.lat)),
+				f2(percentile(s.lat, 0.5)), f2(percentile(s.lat, 0.99)), f2(percentile(s.lat, 1)))
+		}
+	}
+	if !info.slowCrash {
+		fmt.Fprintf(b, "\nA crash with the %v profile was not run: a sample waits out its %v TTL (flag `-slowcrash` adds one).\n",
+			clientGoProfile, clientGoProfile.ttl)
+	}
+}
+
+// reportLeases renders scenario 7.
+func reportLeases(b *strings.Builder, r *result) {
+	b.WriteString(" (baton only): one process holds the leases on one valkey-go client with one connection " +
+		"(`PipelineMultiplex: -1`) and renews them at the default interval, TTL/3. *spread* paces the " +
+		"acquisitions over one renew interval, so renewals come as a steady stream; *burst* takes them " +
+		"all at once, so they come in one burst per interval. Measured over a window of two renew " +
+		"intervals: CPU is this process's user + system time (getrusage: valkey-go and the Go runtime " +
+		"included) per renewal and as a share of one core, and the server's from `INFO cpu`; latency is " +
+		"from just before a renewal is sent to its OnRenew; heap is HeapInuse after a GC, per lease, for " +
+		"lock + held + lease and for the lease alone; connections are the server's clients besides the " +
+		"bench's own.\n\n")
+	header(b, "leases", "TTL", "start", "renewals/s", "CPU µs/renewal", "share of one core",
+		"server µs/renewal", "renew p50 ms", "p99 ms", "max ms", "heap B/lease (all / lease)", "goroutines/lease",
+		"connections", "lost")
+	for _, lr := range r.leaseRuns {
+		sec := lr.window.Seconds()
+		perRenewal := func(d time.Duration) string {
+			if d < 0 || lr.renewals == 0 {
+				return "-"
+			}
+			return f1(float64(d.Microseconds()) / float64(lr.renewals))
+		}
+		share := "-"
+		if lr.cpu >= 0 && sec > 0 {
+			share = f2(lr.cpu.Seconds() / sec)
+		}
+		conns := "-"
+		if lr.conns >= 0 {
+			conns = fmt.Sprint(lr.conns)
+		}
+		row(b, fmt.Sprint(lr.n), lr.ttl.String(), startName(lr.spread), f0(float64(lr.renewals)/sec),
+			perRenewal(lr.cpu), share, perRenewal(lr.server),
+			f2(percentile(lr.lat, 0.5)), f2(percentile(lr.lat, 0.99)), f2(percentile(lr.lat, 1)),
+			f0(lr.heapAll)+" / "+f0(lr.heapOnly), f2(lr.routines), conns, fmt.Sprint(lr.lost))
+	}
+	fmt.Fprintf(b, "\nIdle, before the cases and without a lease, the process used %s of one core.\n", f3(r.leaseIdle))
+}
+
 // name marks an implementation that had errors.
 func name(p peer, r *result) string {
 	if len(r.errs) > 0 {
 		return p.name + " (errors)"
 	}
 	return p.name
+}
+
+// header writes a table's header row and its rule.
+func header(b *strings.Builder, cells ...string) {
+	b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
+	b.WriteString("|" + strings.Repeat(" --- |", len(cells)) + "\n")
 }
 
 func row(b *strings.Builder, cells ...string) {
@@ -124,6 +205,7 @@ func ratio(x, baton float64) string {
 func f0(x float64) string { return num(x, 0) }
 func f1(x float64) string { return num(x, 1) }
 func f2(x float64) string { return num(x, 2) }
+func f3(x float64) string { return num(x, 3) }
 
 func num(x float64, digits int) string {
 	if math.IsNaN(x) || math.IsInf(x, 0) {

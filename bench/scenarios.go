@@ -19,6 +19,10 @@ type env struct {
 	dur       time.Duration // length of a throughput window
 	handoffs  int           // handoff samples per implementation per round
 	takeovers int           // takeover samples per implementation per round
+	resigns   int           // resign samples per election profile (scenario 6)
+	crashes   int           // crash samples with the fast profile (scenario 6)
+	slowCrash bool          // also one crash sample with the client-go profile (15s)
+	leases    int           // leases held at once (scenario 7)
 }
 
 // result collects one implementation's figures over all rounds.
@@ -36,7 +40,12 @@ type result struct {
 	takeover     []time.Duration // every sample
 	takeoverRate []float64       // server commands per second while waiting, per sample
 
-	errs []string
+	failovers []failover // scenario 6, baton only
+	leaseRuns []leaseRun // scenario 7, baton only
+	leaseIdle float64    // scenario 7: share of one core the process used idle, before the cases
+
+	errs     []string // scenarios 1-5: the implementation's figures are partial
+	soloErrs []string // scenarios 6 and 7
 }
 
 // scenario is one numbered scenario of the run.
@@ -44,14 +53,17 @@ type scenario struct {
 	id   string
 	name string
 	run  func(ctx context.Context, e *env, p peer, tag string, r *result) error
+	solo bool // baton only, run once rather than once per round
 }
 
 var scenarios = []scenario{
-	{"1", "sequential acquire + release, one key", runSequential},
-	{"2", "64 goroutines, distinct keys", runParallel},
-	{"3", "16 goroutines, one key", runContended},
-	{"4", "handoff to a blocked waiter", runHandoff},
-	{"5", "takeover after a crashed holder", runTakeover},
+	{"1", "sequential acquire + release, one key", runSequential, false},
+	{"2", "64 goroutines, distinct keys", runParallel, false},
+	{"3", "16 goroutines, one key", runContended, false},
+	{"4", "handoff to a blocked waiter", runHandoff, false},
+	{"5", "takeover after a crashed holder", runTakeover, false},
+	{"6", "election failover", runElection, true},
+	{"7", "many leases on one connection", runLeases, true},
 }
 
 const (

@@ -23,6 +23,8 @@ import (
 //	                  round trips per uncontended acquire+release
 //	cmds/acq          server commands per contended acquisition
 //	cmds-ratio        cmds/acq divided by the uncontended cmds/op
+//	srv-µs/op         server CPU time (INFO cpu) per operation
+//	cli-µs/op         CPU time of the benchmark process per operation
 //	min/max           fewest acquisitions of a worker divided by the most
 //	handoff-*-ms      release to a blocked waiter's Acquire returning
 //	polls/interval    a blocked waiter's round trips per RetryInterval
@@ -83,6 +85,35 @@ func (e *benchEnv) commandsSince(b *testing.B, c0 int64) int64 {
 	return e.commands(b) - c0 - 1
 }
 
+// cpu is a reading of the CPU time used so far by the server and by this
+// process (the client, plus whatever else the test binary runs).
+type cpu struct{ server, client time.Duration }
+
+func (e *benchEnv) cpu(b *testing.B) cpu {
+	b.Helper()
+	info := e.srv.Info(b, "cpu")
+	var srv float64
+	for _, k := range []string{"used_cpu_sys", "used_cpu_user"} {
+		v, err := strconv.ParseFloat(info[k], 64)
+		if err != nil {
+			b.Fatalf("INFO cpu %s = %q: %v", k, info[k], err)
+		}
+		srv += v
+	}
+	return cpu{server: time.Duration(srv * float64(time.Second)), client: processCPU()}
+}
+
+// reportCPU reports the server's and the client's CPU time per operation
+// since c0 as srv-µs/op and cli-µs/op: what an operation costs, less noisy on
+// a shared machine than its wall time.
+func (e *benchEnv) reportCPU(b *testing.B, c0 cpu, ops int) {
+	b.Helper()
+	c1 := e.cpu(b)
+	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(ops) }
+	b.ReportMetric(per(c1.server-c0.server), "srv-µs/op")
+	b.ReportMetric(per(c1.client-c0.client), "cli-µs/op")
+}
+
 // benchClient counts the round trips (Do and DoMulti calls) made through it
 // and tells a listener each time one returns. Subscriptions (Receive) are not
 // counted: they are pushes, not request/reply round trips.
@@ -123,7 +154,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	e := newBenchEnv(b)
 	l := e.lock(b, "uncontended", Config{TTL: 10 * time.Second})
 	ctx := b.Context()
-	calls0, c0 := e.client.calls.Load(), e.commands(b)
+	calls0, c0, cpu0 := e.client.calls.Load(), e.commands(b), e.cpu(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		h, err := l.TryAcquire(ctx)
@@ -135,6 +166,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	e.reportCPU(b, cpu0, b.N)
 	n := float64(b.N)
 	b.ReportMetric(float64(e.client.calls.Load()-calls0)/n, "rtt/op")
 	b.ReportMetric(float64(e.commandsSince(b, c0))/n, "cmds/op")
@@ -152,6 +184,7 @@ func BenchmarkParallelDistinctKeys(b *testing.B) {
 	ctx := b.Context()
 	var next atomic.Int64
 	var failed atomic.Pointer[error]
+	cpu0 := e.cpu(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
@@ -176,6 +209,7 @@ func BenchmarkParallelDistinctKeys(b *testing.B) {
 	if err := failed.Load(); err != nil {
 		b.Fatalf("acquire+release on a lock of its own = %v", *err)
 	}
+	e.reportCPU(b, cpu0, b.N)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
 }
 

@@ -120,6 +120,49 @@ func TestFencesSurviveACounterThatFellBehind(t *testing.T) {
 	}
 }
 
+// TestFencesFollowACounterAheadOfTheClock: when the counter is ahead of the
+// server's clock (more than a million acquisitions a second, or a clock that
+// stepped back), the next fence is one more than the counter, and the counter
+// keeps the fence issued.
+func TestFencesFollowACounterAheadOfTheClock(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(t, "fence-ahead", Config{TTL: time.Minute})
+	h := mustAcquire(t, l)
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ahead := h.Fence() + 1_000_000_000_000 // about 11 days of microseconds ahead
+	e.str(t, "SET", l.keys.fence, strconv.FormatInt(ahead, 10))
+	for i := range int64(3) {
+		h := mustAcquire(t, l)
+		if want := ahead + 1 + i; h.Fence() != want {
+			t.Fatalf("acquisition %d: Fence() = %d; want %d", i, h.Fence(), want)
+		}
+		if got := e.str(t, "GET", l.keys.fence); got != strconv.FormatInt(h.Fence(), 10) {
+			t.Fatalf("counter = %s; want the fence issued, %d", got, h.Fence())
+		}
+		if err := h.Release(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestFencesReplaceACounterThatIsNotANumber: a counter overwritten with
+// garbage does not block acquisitions; the clock takes over.
+func TestFencesReplaceACounterThatIsNotANumber(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(t, "fence-garbage", Config{TTL: time.Minute})
+	before := mustAcquire(t, l)
+	if err := before.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.str(t, "SET", l.keys.fence, "not a number")
+	h := mustAcquire(t, l)
+	if h.Fence() <= before.Fence() {
+		t.Fatalf("Fence() = %d; want > %d", h.Fence(), before.Fence())
+	}
+}
+
 // TestEventsCarryTheExactFence subscribes as a watcher would and checks the
 // messages name the fencing token digit for digit (it exceeds float64's
 // 14-digit formatting in Lua).
@@ -141,12 +184,58 @@ func TestEventsCarryTheExactFence(t *testing.T) {
 	if err := h.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
+	// A release publishes the releaser's own fence, even when the counter
+	// has moved (here by hand; a lossy failover could do it).
+	h2 := mustAcquire(t, l)
+	e.str(t, "SET", l.keys.fence, strconv.FormatInt(h2.Fence()+1000, 10))
+	if err := h2.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	// The cleanup of an acquisition whose reply was lost does not know its
+	// fence: it publishes the counter's, which is that acquisition's.
+	h3 := mustAcquire(t, l)
+	l.cleanup(ctxT(t), h3.Token())
+	if n := e.int(t, "EXISTS", l.Key()); n != 0 {
+		t.Fatalf("EXISTS after cleanup = %d; want 0", n)
+	}
 	for _, want := range []string{
 		"acquired:" + strconv.FormatInt(h.Fence(), 10),
 		"released:" + strconv.FormatInt(h.Fence(), 10),
+		"acquired:" + strconv.FormatInt(h2.Fence(), 10),
+		"released:" + strconv.FormatInt(h2.Fence(), 10),
+		"acquired:" + strconv.FormatInt(h3.Fence(), 10),
+		"released:" + strconv.FormatInt(h3.Fence(), 10),
 	} {
 		if got := <-msgs; got != want {
 			t.Fatalf("message = %q; want %q", got, want)
+		}
+	}
+}
+
+// TestAttemptReportsTheHoldersTTL: a failed attempt returns the holder's
+// remaining TTL, or a negative one for a key without TTL.
+func TestAttemptReportsTheHoldersTTL(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(t, "held-elsewhere", Config{TTL: time.Minute})
+	for _, c := range []struct {
+		set      []string
+		min, max time.Duration
+	}{
+		{[]string{"SET", l.Key(), "other", "PX", "5000"}, 4 * time.Second, 5 * time.Second},
+		{[]string{"SET", l.Key(), "other"}, -1, -1},
+	} {
+		e.str(t, c.set...)
+		h, pttl, err := l.attempt(ctxT(t), newToken())
+		if err != nil || h != nil {
+			t.Fatalf("%v: attempt = %v, %v; want held elsewhere", c.set, h, err)
+		}
+		if c.max < 0 && pttl >= 0 || c.max >= 0 && (pttl < c.min || pttl > c.max) {
+			t.Fatalf("%v: pttl = %v; want in [%v, %v]", c.set, pttl, c.min, c.max)
+		}
+	}
+	for reply, want := range map[int64]time.Duration{-1: -1, -2: 0, -3: time.Millisecond, -5002: 5 * time.Second} {
+		if got := acquireHeldBy(reply); got != want {
+			t.Errorf("acquireHeldBy(%d) = %v; want %v", reply, got, want)
 		}
 	}
 }

@@ -53,8 +53,8 @@ func (h *Held) Release(ctx context.Context) error {
 	if h == nil {
 		return &Error{Op: "release", Kind: ErrNotHeld}
 	}
-	l := h.lock
-	ctx, span := l.startSpan(ctx, "release", fenceAttr(h.fence))
+	ctx, span := h.lock.startSpan(ctx, spanRelease)
+	setFence(span, h.fence)
 	err := h.release(ctx)
 	endSpan(span, nil, err)
 	return err
@@ -65,9 +65,9 @@ func (h *Held) release(ctx context.Context) error {
 	if h.ended.Load() {
 		return l.error("release", ErrNotHeld, nil)
 	}
-	n, err := releaseScript.Exec(ctx, l.client, []string{l.keys.key, l.keys.fence}, []string{h.token, l.keys.channel}).AsInt64()
+	n, err := releaseScript.Exec(ctx, l.client, []string{l.keys.key, l.keys.fence}, []string{h.token, l.keys.channel, releasedMessage(h.fence)}).AsInt64()
 	if err != nil {
-		return l.error("release", nil, err)
+		return l.callError(ctx, "release", err)
 	}
 	if !h.ended.CompareAndSwap(false, true) {
 		return l.error("release", ErrNotHeld, nil)
@@ -112,8 +112,12 @@ func (h *Held) extend(ctx context.Context, op string, d time.Duration, mode stri
 	if h == nil {
 		return &Error{Op: op, Kind: ErrNotHeld}
 	}
-	l := h.lock
-	ctx, span := l.startSpan(ctx, op, fenceAttr(h.fence))
+	spanName := spanExtend
+	if op == "reacquire" {
+		spanName = spanReacquire
+	}
+	ctx, span := h.lock.startSpan(ctx, spanName)
+	setFence(span, h.fence)
 	err := h.doExtend(ctx, op, d, mode)
 	endSpan(span, nil, err)
 	return err
@@ -127,10 +131,13 @@ func (h *Held) doExtend(ctx context.Context, op string, d time.Duration, mode st
 	if l.cfg.TTL == 0 && mode != "reset" {
 		return l.error(op, ErrNoTTL, nil)
 	}
-	ms := strconv.FormatInt(d.Milliseconds(), 10)
+	ms := l.ttlArg
+	if d != l.cfg.TTL {
+		ms = strconv.FormatInt(d.Milliseconds(), 10)
+	}
 	n, err := extendScript.Exec(ctx, l.client, []string{l.keys.key}, []string{h.token, ms, mode}).AsInt64()
 	if err != nil {
-		return l.error(op, nil, err)
+		return l.callError(ctx, op, err)
 	}
 	switch n {
 	case 1:
@@ -156,7 +163,7 @@ func (h *Held) Owned(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, l.error("owned", nil, err)
+		return false, l.callError(ctx, "owned", err)
 	}
 	return v == h.token, nil
 }
@@ -168,4 +175,10 @@ func (h *Held) expiry() time.Time {
 		return time.Time{}
 	}
 	return time.Now().Add(h.lock.cfg.TTL)
+}
+
+// releasedMessage is what a release by the holder of fence publishes.
+func releasedMessage(fence int64) string {
+	var b [len(releasedPrefix) + 20]byte
+	return string(strconv.AppendInt(append(b[:0], releasedPrefix...), fence, 10))
 }

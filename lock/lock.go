@@ -25,12 +25,14 @@ const cleanupTimeout = time.Second
 // FIFO order and share one subscription, so use one *Lock per name per
 // process rather than one per goroutine.
 type Lock struct {
-	client valkey.Client
-	name   string
-	cfg    Config
-	keys   keyset
-	tracer trace.Tracer
-	queue  waitQueue
+	client   valkey.Client
+	name     string
+	cfg      Config
+	keys     keyset
+	ttlArg   string // cfg.TTL in ms, as the acquire script's ARGV[2]
+	tracer   trace.Tracer
+	spanOpts []trace.SpanStartOption // the client kind and the name attribute, built once
+	queue    waitQueue
 }
 
 // New returns a Lock named name on client, which the caller keeps owning (the
@@ -54,11 +56,13 @@ func New(client valkey.Client, name string, cfg Config) (*Lock, error) {
 		tp = otel.GetTracerProvider()
 	}
 	l := &Lock{
-		client: client,
-		name:   name,
-		cfg:    cfg,
-		keys:   ks,
-		tracer: tp.Tracer(ScopeName, trace.WithInstrumentationVersion(Version)),
+		client:   client,
+		name:     name,
+		cfg:      cfg,
+		keys:     ks,
+		ttlArg:   strconv.FormatInt(cfg.TTL.Milliseconds(), 10),
+		tracer:   tp.Tracer(ScopeName, trace.WithInstrumentationVersion(Version)),
+		spanOpts: spanStartOptions(name),
 	}
 	l.queue.lock = l
 	return l, nil
@@ -118,8 +122,15 @@ func WithRetryInterval(d time.Duration) AcquireOption {
 
 func (l *Lock) options(opts []AcquireOption) (acquireOptions, error) {
 	o := acquireOptions{blockingTimeout: l.cfg.BlockingTimeout, retryInterval: l.cfg.RetryInterval}
-	for _, opt := range opts {
-		opt(&o)
+	if len(opts) > 0 {
+		// The options are closures that take a pointer: applied to o itself,
+		// they would move it to the heap on every call, options or not.
+		p := new(acquireOptions)
+		*p = o
+		for _, opt := range opts {
+			opt(p)
+		}
+		o = *p
 	}
 	if o.err != nil {
 		return o, &Error{Op: "acquire", Name: l.name, Err: o.err}
@@ -137,7 +148,7 @@ func (l *Lock) TryAcquire(ctx context.Context, opts ...AcquireOption) (*Held, er
 	if err != nil {
 		return nil, err
 	}
-	ctx, span := l.startSpan(ctx, "acquire")
+	ctx, span := l.startSpan(ctx, spanAcquire)
 	h, _, err := l.attempt(ctx, o.token)
 	if err == nil && h == nil {
 		err = l.error("acquire", ErrNotAcquired, nil)
@@ -164,9 +175,15 @@ func (l *Lock) Acquire(ctx context.Context, opts ...AcquireOption) (*Held, error
 	if err != nil {
 		return nil, err
 	}
-	ctx, span := l.startSpan(ctx, "acquire")
+	ctx, span := l.startSpan(ctx, spanAcquire)
 	h, err := l.acquire(ctx, o)
-	endSpan(span, h, err)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		// The caller stopped waiting (a standby shutting down): an outcome,
+		// not a failure, like a blocking timeout.
+		endSpan(span, nil, ErrNotAcquired)
+	} else {
+		endSpan(span, h, err)
+	}
 	return h, err
 }
 
@@ -196,25 +213,25 @@ var errBlockingTimeout = errors.New("lock: blocking timeout")
 // and the holder's remaining TTL (negative when the key has none).
 func (l *Lock) attempt(ctx context.Context, token string) (*Held, time.Duration, error) {
 	sent := time.Now()
-	ttl := strconv.FormatInt(l.cfg.TTL.Milliseconds(), 10)
-	vals, err := acquireScript.Exec(ctx, l.client, []string{l.keys.key, l.keys.fence}, []string{token, ttl, l.keys.channel}).AsIntSlice()
-	if err == nil && len(vals) != 2 {
-		err = fmt.Errorf("unexpected acquire script reply %v", vals)
+	n, err := acquireScript.Exec(ctx, l.client, []string{l.keys.key, l.keys.fence}, []string{token, l.ttlArg, l.keys.channel}).AsInt64()
+	if err == nil && n == 0 {
+		err = errors.New("unexpected acquire script reply 0")
 	}
 	if err != nil {
 		if ambiguous(err) {
 			l.cleanup(ctx, token)
 		}
-		return nil, 0, l.error("acquire", nil, err)
+		return nil, 0, l.callError(ctx, "acquire", err)
 	}
-	if vals[0] == 0 {
-		return nil, time.Duration(vals[1]) * time.Millisecond, nil
+	if n < 0 {
+		return nil, acquireHeldBy(n), nil
 	}
-	return &Held{lock: l, token: token, fence: vals[1], acquiredAt: sent}, 0, nil
+	return &Held{lock: l, token: token, fence: n, acquiredAt: sent}, 0, nil
 }
 
 // cleanup deletes the key if it holds token: an acquire whose reply was lost
-// may have set it.
+// may have set it. The fence is unknown, so the release script publishes the
+// counter's.
 func (l *Lock) cleanup(ctx context.Context, token string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
@@ -225,7 +242,7 @@ func (l *Lock) cleanup(ctx context.Context, token string) {
 func (l *Lock) Locked(ctx context.Context) (bool, error) {
 	n, err := l.client.Do(ctx, l.client.B().Exists().Key(l.keys.key).Build()).AsInt64()
 	if err != nil {
-		return false, l.error("locked", nil, err)
+		return false, l.callError(ctx, "locked", err)
 	}
 	return n == 1, nil
 }
@@ -322,18 +339,29 @@ func (l *Lock) Inspect(ctx context.Context) (State, error) {
 		return State{}, nil
 	}
 	if err != nil {
-		return State{}, l.error("inspect", nil, err)
+		return State{}, l.callError(ctx, "inspect", err)
 	}
 	pttl, err := res[1].AsInt64()
 	if err != nil {
-		return State{}, l.error("inspect", nil, err)
+		return State{}, l.callError(ctx, "inspect", err)
 	}
 	if pttl == -2 { // expired between the GET and the PTTL
 		return State{}, nil
 	}
 	fence, err := res[2].AsInt64()
 	if err != nil && !valkey.IsValkeyNil(err) {
-		return State{}, l.error("inspect", nil, err)
+		return State{}, l.callError(ctx, "inspect", err)
 	}
 	return State{Token: token, Fence: fence, TTL: time.Duration(pttl) * time.Millisecond}, nil
+}
+
+// callError wraps the error of a server call made with ctx. A context error
+// that is not ctx's own is the server being unavailable: valkey-go reports
+// the cancellation of a connection attempt that another call started to
+// every call waiting for that connection.
+func (l *Lock) callError(ctx context.Context, op string, err error) error {
+	if ctx.Err() == nil && errors.Is(err, context.Canceled) {
+		return &Error{Op: op, Name: l.name, Kind: ErrUnavailable, Err: err}
+	}
+	return l.error(op, nil, err)
 }

@@ -23,20 +23,46 @@ const (
 	attrErrType  = attribute.Key("error.type")
 )
 
-func fenceAttr(f int64) attribute.KeyValue { return AttrFence.Int64(f) }
+// Span names.
+const (
+	spanAcquire   = "lock.acquire"
+	spanRelease   = "lock.release"
+	spanExtend    = "lock.extend"
+	spanReacquire = "lock.reacquire"
+)
 
-// startSpan starts "lock.<op>" as a client span with the lock's name.
-func (l *Lock) startSpan(ctx context.Context, op string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
-	attrs = append(attrs, AttrName.String(l.name))
-	return l.tracer.Start(ctx, "lock."+op, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+// spanStartOptions are the options of every span of the lock named name,
+// built once by New: per call, they would cost allocations even when the
+// TracerProvider records nothing.
+func spanStartOptions(name string) []trace.SpanStartOption {
+	return []trace.SpanStartOption{
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(AttrName.String(name)),
+	}
+}
+
+// startSpan starts the span name as a client span with the lock's name.
+func (l *Lock) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
+	return l.tracer.Start(ctx, name, l.spanOpts...)
+}
+
+// setFence adds the fencing token to a span that records.
+func setFence(span trace.Span, fence int64) {
+	if span.IsRecording() {
+		span.SetAttributes(AttrFence.Int64(fence))
+	}
 }
 
 // endSpan records the outcome. A lock held by someone else is an outcome, not
-// an error: the span says acquired=false and keeps an unset status.
+// an error: the span says acquired=false and keeps an unset status. Nothing
+// is built for a span that does not record.
 func endSpan(span trace.Span, h *Held, err error) {
 	defer span.End()
+	if !span.IsRecording() {
+		return
+	}
 	if h != nil {
-		span.SetAttributes(AttrAcquired.Bool(true), fenceAttr(h.fence))
+		span.SetAttributes(AttrAcquired.Bool(true), AttrFence.Int64(h.fence))
 	}
 	if err == nil {
 		return

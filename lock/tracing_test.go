@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -66,5 +67,35 @@ func TestSpans(t *testing.T) {
 	}
 	if got := spans[0].InstrumentationScope.Name; got != ScopeName {
 		t.Errorf("scope = %q; want %q", got, ScopeName)
+	}
+}
+
+// TestCancelledAcquireIsNotASpanError: a standby that stops waiting is an
+// outcome, not a failure.
+func TestCancelledAcquireIsNotASpanError(t *testing.T) {
+	e := newEnv(t)
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(ctxT(t)) })
+	l := e.lock(t, "traced-cancel", Config{TTL: time.Minute, TracerProvider: tp})
+	mustAcquire(t, l)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := l.Acquire(ctx)
+		errc <- err
+	}()
+	awaitQueued(t, l, 1)
+	cancel()
+	wantErr(t, "cancelled Acquire", <-errc, context.Canceled)
+	spans := exp.GetSpans()
+	last := spans[len(spans)-1]
+	if last.Name != "lock.acquire" || last.Status.Code != codes.Unset {
+		t.Fatalf("span = %s/%v; want lock.acquire with an unset status", last.Name, last.Status.Code)
+	}
+	for _, kv := range last.Attributes {
+		if kv.Key == AttrAcquired && kv.Value.AsBool() {
+			t.Fatal("cancelled acquire span says acquired=true")
+		}
 	}
 }
