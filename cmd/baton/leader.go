@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
@@ -35,18 +34,9 @@ func cmdLeader(args []string, stdout, stderr io.Writer) int {
 	)
 	conn.register(c.fs)
 	c.fs.BoolVar(&asJSON, "json", false, "print one JSON object")
-	if status, ok := c.parse(args, stdout, stderr); !ok {
+	opt, status, ok := c.parseObserver(&conn, args, stdout, stderr)
+	if !ok {
 		return status
-	}
-	if err := conn.validate(); err != nil {
-		return c.usageError(stderr, "%v", err)
-	}
-	if c.fs.NArg() > 0 {
-		return c.usageError(stderr, "unexpected argument %q", c.fs.Arg(0))
-	}
-	opt, err := conn.options(os.Getenv)
-	if err != nil {
-		return c.usageError(stderr, "%v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*conn.connectTimeout)
 	defer cancel()

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/valkey-io/valkey-go"
 )
 
 // Exit statuses of baton itself; `baton run` otherwise exits with its
@@ -152,4 +154,24 @@ func errorf(stderr io.Writer, err error) int {
 	}
 	fmt.Fprintln(stderr, msg)
 	return exitError
+}
+
+// parseObserver parses the flags of a command that takes no arguments and
+// only connects (leader, watch), and builds the client options. When ok is
+// false the command must exit with status.
+func (c *command) parseObserver(conn *connFlags, args []string, stdout, stderr io.Writer) (opt valkey.ClientOption, status int, ok bool) {
+	if status, ok := c.parse(args, stdout, stderr); !ok {
+		return opt, status, false
+	}
+	if err := conn.validate(); err != nil {
+		return opt, c.usageError(stderr, "%v", err), false
+	}
+	if c.fs.NArg() > 0 {
+		return opt, c.usageError(stderr, "unexpected argument %q", c.fs.Arg(0)), false
+	}
+	opt, err := conn.options(os.Getenv)
+	if err != nil {
+		return opt, c.usageError(stderr, "%v", err), false
+	}
+	return opt, 0, true
 }

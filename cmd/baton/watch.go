@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -42,18 +41,9 @@ func cmdWatch(args []string, stdout, stderr io.Writer) int {
 	conn.register(c.fs)
 	c.fs.BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	c.fs.TextVar(&level, "log-level", slog.LevelInfo, "log `level` of read errors on stderr: debug, info, warn or error")
-	if status, ok := c.parse(args, stdout, stderr); !ok {
+	opt, status, ok := c.parseObserver(&conn, args, stdout, stderr)
+	if !ok {
 		return status
-	}
-	if err := conn.validate(); err != nil {
-		return c.usageError(stderr, "%v", err)
-	}
-	if c.fs.NArg() > 0 {
-		return c.usageError(stderr, "unexpected argument %q", c.fs.Arg(0))
-	}
-	opt, err := conn.options(os.Getenv)
-	if err != nil {
-		return c.usageError(stderr, "%v", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
