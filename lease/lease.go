@@ -34,15 +34,16 @@ type Lease struct {
 	// while the lease has not ended, so Wait after the end never races it.
 	wg sync.WaitGroup
 
-	mu          sync.Mutex                  // guards the fields below
-	timer       *time.Timer                 // fires tick at the next renewal or retry, or at the bound
-	bound       time.Time                   // validity bound: last successful send + Validity
-	next        time.Time                   // when the next renewal or retry is due
-	renewing    bool                        // a renewal is in flight
-	cancelRenew context.CancelFunc          // cancels the renewal in flight
-	retry       *backoff.ExponentialBackOff // pauses between transient failures; reset on success
-	lastErr     error                       // last transient renewal error since the last success
-	endedAt     time.Time                   // when the lease ended; zero while alive
+	mu          sync.Mutex                        // guards the fields below
+	timer       *time.Timer                       // fires tick at the next renewal or retry, or at the bound
+	bound       time.Time                         // validity bound: last successful send + Validity
+	next        time.Time                         // when the next renewal or retry is due
+	renewing    bool                              // a renewal is in flight
+	cancelRenew context.CancelFunc                // cancels the renewal in flight
+	retry       *backoff.ExponentialBackOff       // pauses between transient failures; reset on success
+	lastErr     error                             // last transient renewal error since the last success
+	endedAt     time.Time                         // when the lease ended; zero while alive
+	derived     map[*byte]context.CancelCauseFunc // Context's contexts, cancelled in endLocked
 
 	relMu    sync.Mutex // serialises Release; guards released
 	released bool       // nothing (more) to release on the server
@@ -149,13 +150,23 @@ func (l *Lease) ValidUntil() time.Time {
 // done, as with context.WithCancel. It starts no goroutine.
 func (l *Lease) Context(parent context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(parent)
-	if l.ctx.Err() != nil {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.endedAt.IsZero() || l.ctx.Err() != nil {
 		cancel(context.Cause(l.ctx))
 		return ctx, func() { cancel(context.Canceled) }
 	}
-	stop := context.AfterFunc(l.ctx, func() { cancel(context.Cause(l.ctx)) })
+	// Cancelled synchronously by endLocked, not by context.AfterFunc, whose
+	// goroutine could run after Release has sent the delete.
+	id := new(byte)
+	if l.derived == nil {
+		l.derived = make(map[*byte]context.CancelCauseFunc)
+	}
+	l.derived[id] = cancel
 	return ctx, func() {
-		stop()
+		l.mu.Lock()
+		delete(l.derived, id)
+		l.mu.Unlock()
 		cancel(context.Canceled)
 	}
 }
@@ -393,6 +404,10 @@ func (l *Lease) expireLocked(now time.Time) *LostError {
 func (l *Lease) endLocked(reason error, now time.Time) {
 	l.endedAt = now
 	l.end(reason)
+	for id, cancel := range l.derived {
+		cancel(reason)
+		delete(l.derived, id)
+	}
 	if l.timer != nil {
 		l.timer.Stop()
 	}
