@@ -120,9 +120,10 @@
 // Spans (scope ScopeName): election.campaign (recorded only for campaigns
 // that won, from their start to the acquisition), election.acquire (each
 // blocking acquisition call; the lock's own span nests inside), election.renew
-// (each successful renewal, from sending to confirmation; recorded after the
-// fact from the lease's OnRenew, so the lock's lock.reacquire span is not
-// inside it), election.step_down (with baton.election.reason) and
+// (each renewal request, with lock.reacquire inside it and
+// baton.election.renewed; a renewal the server refused is an outcome, one
+// that could not reach it an error), election.step_down (with
+// baton.election.reason) and
 // election.release inside it. All carry
 // baton.election.name and baton.election.identity, and baton.lock.fence once
 // known. A lock held by someone else and a standby stopping are not errors.

@@ -239,6 +239,9 @@ func (e *Elector) begin(ctx context.Context, parent trace.SpanContext, h *lock.H
 		// for clock-rate differences; New checked that it is positive.
 		DriftMargin: e.cfg.TTL - e.cfg.RenewDeadline,
 		OnRenew:     func(at time.Time) { e.renewed(t, at) },
+		RenewContext: func(ctx context.Context) (context.Context, func(error)) {
+			return e.tracer.startRenew(ctx, t.parent, t.span, t.cb.Fence)
+		},
 		OnRenewError: func(at time.Time, err error) {
 			e.meters.renewFailures.Add(context.Background(), 1, e.meters.attrs)
 			e.log.Debug("election: renewal failed", "fence", t.cb.Fence, "error", err)
@@ -277,7 +280,6 @@ func (e *Elector) renewed(t *term, at time.Time) {
 	}
 	t.mu.Unlock()
 	e.meters.renewDuration.Record(context.Background(), end.Sub(at).Seconds(), e.meters.attrs)
-	e.tracer.renew(t.parent, t.span, t.cb.Fence, at, end)
 	e.log.Debug("election: renewed", "fence", t.cb.Fence, "took", end.Sub(at))
 	if e.cfg.OnRenew != nil {
 		e.cfg.OnRenew(at)

@@ -121,6 +121,14 @@ func TestTelemetry(t *testing.T) {
 	if n := len(byName["election.renew"]); n < 2 {
 		t.Errorf("%d election.renew spans; want >= 2", n)
 	}
+	// Each renewal's lock.reacquire runs inside its election.renew.
+	var inRenew bool
+	for _, s := range byName["lock.reacquire"] {
+		inRenew = inRenew || hasParent(s, byName["election.renew"])
+	}
+	if !inRenew {
+		t.Error("no lock.reacquire span is a child of an election.renew span")
+	}
 	var reasons []string
 	for _, s := range byName["election.step_down"] {
 		v, _ := attr(s, AttrReason)

@@ -30,6 +30,7 @@ const (
 	AttrDirection = attribute.Key("baton.election.direction") // on baton.election.transitions
 	AttrAttempts  = attribute.Key("baton.election.attempts")  // on election.campaign
 	AttrReleased  = attribute.Key("baton.election.released")  // on election.release
+	AttrRenewed   = attribute.Key("baton.election.renewed")   // on election.renew
 	attrErrType   = attribute.Key("error.type")
 )
 
@@ -108,12 +109,23 @@ func (t tracer) campaign(parent trace.SpanContext, start time.Time, h *lock.Held
 	return span.SpanContext()
 }
 
-// renew records one successful renewal, sent at at and confirmed at end.
-func (t tracer) renew(parent, term trace.SpanContext, fence int64, at, end time.Time) {
-	ctx := trace.ContextWithSpanContext(context.Background(), parent)
-	_, span := t.tr.Start(ctx, "election.renew", trace.WithTimestamp(at),
+// startRenew starts "election.renew" around one renewal request, so the
+// lock's lock.reacquire span nests inside it, and returns the context to send
+// the request with and the function that ends the span with its outcome.
+// A renewal the server refused (the key is gone or someone else's) is an
+// outcome, renewed=false, like a lock held elsewhere; one that could not
+// reach the server is an error.
+func (t tracer) startRenew(ctx context.Context, parent, term trace.SpanContext, fence int64) (context.Context, func(error)) {
+	ctx = trace.ContextWithSpanContext(ctx, parent)
+	ctx, span := t.tr.Start(ctx, "election.renew",
 		t.with(lock.AttrFence.Int64(fence)), trace.WithLinks(trace.Link{SpanContext: term}))
-	span.End(trace.WithTimestamp(end))
+	return ctx, func(err error) {
+		defer span.End()
+		span.SetAttributes(AttrRenewed.Bool(err == nil))
+		if err != nil && !errors.Is(err, lock.ErrNotOwned) {
+			failSpan(span, err)
+		}
+	}
 }
 
 // startStepDown starts "election.step_down", which lasts until OnLost has

@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,14 @@ type Config struct {
 	// when the validity bound passes is not reported here: Err says
 	// ErrExpired.
 	OnRenewError func(sent time.Time, err error)
+
+	// RenewContext, if set, is called before each renewal request with the
+	// context it will be sent with (its deadline is the validity bound); the
+	// request is sent with the context it returns, and done is called with the
+	// request's outcome. Tracing uses it to put a span around each renewal,
+	// with the lock's own span inside. It runs on the renewal's goroutine and
+	// must return quickly.
+	RenewContext func(ctx context.Context) (_ context.Context, done func(err error))
 
 	// Logger receives renewals and transient errors at Debug and the loss of
 	// the lease at Info. Nil means slog.Default().

@@ -291,7 +291,14 @@ func (l *Lease) tick() {
 func (l *Lease) renew(ctx context.Context, cancel context.CancelFunc) {
 	defer l.wg.Done()
 	sent := time.Now() // before the request: the key lives at least TTL from here
+	var done func(error)
+	if l.cfg.RenewContext != nil {
+		ctx, done = l.cfg.RenewContext(ctx)
+	}
 	err := l.reacquire(ctx)
+	if done != nil {
+		done(err)
+	}
 	cancel()
 	now := time.Now()
 

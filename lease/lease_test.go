@@ -452,16 +452,31 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 	e := newEnv(t)
 	const validity = time.Second
 	h := acquire(t, e.client, "transient", 2*time.Second)
-	var calls, reported atomic.Int64
+	var calls, reported, wrapped, wrappedErrs atomic.Int64
 	r := newRenewals()
+	type wrapKey struct{}
+	renewCtx := func(ctx context.Context) (context.Context, func(error)) {
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("RenewContext got a context without the validity bound as deadline")
+		}
+		wrapped.Add(1)
+		return context.WithValue(ctx, wrapKey{}, true), func(err error) {
+			if err != nil {
+				wrappedErrs.Add(1)
+			}
+		}
+	}
 	onErr := func(sent time.Time, err error) {
 		if !errors.Is(err, lock.ErrUnavailable) || sent.IsZero() {
 			t.Errorf("OnRenewError(%v, %v); want a send time and ErrUnavailable", sent, err)
 		}
 		reported.Add(1)
 	}
-	l := startWith(t, h, Config{RenewInterval: 100 * time.Millisecond, Validity: validity, OnRenew: r.onRenew, OnRenewError: onErr},
+	l := startWith(t, h, Config{RenewInterval: 100 * time.Millisecond, Validity: validity, OnRenew: r.onRenew, OnRenewError: onErr, RenewContext: renewCtx},
 		func(ctx context.Context) error {
+			if ctx.Value(wrapKey{}) == nil {
+				t.Error("renewal sent without the context RenewContext returned")
+			}
 			if calls.Add(1) <= 3 {
 				return &lock.Error{Op: "reacquire", Name: h.Name(), Kind: lock.ErrUnavailable}
 			}
@@ -476,6 +491,9 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 	}
 	if got := reported.Load(); got != 3 {
 		t.Fatalf("OnRenewError calls = %d; want 3, one per failed renewal", got)
+	}
+	if w, we := wrapped.Load(), wrappedErrs.Load(); w < 4 || we != 3 {
+		t.Fatalf("RenewContext calls = %d with %d failed outcomes; want one per renewal (>= 4) and 3 failures", w, we)
 	}
 	if first := r.all()[0]; !first.Before(h.AcquiredAt().Add(validity)) {
 		t.Fatalf("first successful renewal %v after the acquisition; want within the validity %v", first.Sub(h.AcquiredAt()), validity)
