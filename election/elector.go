@@ -21,7 +21,6 @@ import (
 // Run; every other method is safe to call concurrently with Run and with
 // each other, from any goroutine.
 type Elector struct {
-	client   valkey.Client
 	cfg      Config
 	lock     *lock.Lock
 	log      *slog.Logger
@@ -92,7 +91,6 @@ func New(client valkey.Client, cfg Config) (*Elector, error) {
 		return nil, err
 	}
 	return &Elector{
-		client:   client,
 		cfg:      cfg,
 		lock:     l,
 		log:      cfg.Logger.With("election", cfg.Name, "identity", cfg.Identity),
@@ -131,7 +129,7 @@ func (e *Elector) Run(ctx context.Context) error {
 	defer func() { _ = reg.Unregister() }() // fails only if the SDK already shut down
 
 	d := callbacks.NewDispatcher(e.dispatched(), callbacks.WithLogger(e.log))
-	obs := newObserver(e.client, e.lock, e.fallback, e.log, d.NewLeader)
+	obs := newObserver(e.lock, e.fallback, e.log, d.NewLeader)
 	// The observer outlives ctx until the last step-down is over: valkey-go
 	// shares a connection being set up among its callers, so a read
 	// cancelled with ctx could fail the release that follows.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,10 +19,6 @@ import (
 // subscription was down and changes made outside baton (an operator deleting
 // the key).
 const DefaultFallbackInterval = 5 * time.Second
-
-// resubscribePause is the pause before resubscribing after the subscription's
-// connection broke, so a down server is not hammered.
-const resubscribePause = 50 * time.Millisecond
 
 // ObserveOption configures LeaderOf and Watch.
 type ObserveOption func(*observeOptions)
@@ -156,14 +151,13 @@ func Watch(ctx context.Context, client valkey.Client, name string, fn func(callb
 	if err != nil {
 		return err
 	}
-	newObserver(client, l, o.fallback, o.logger, fn).run(ctx)
+	newObserver(l, o.fallback, o.logger, fn).run(ctx)
 	return nil
 }
 
 // observer follows the leader of one election for Watch and for a running
 // Elector. run reads the server; learned may be called from any goroutine.
 type observer struct {
-	client   valkey.Client
 	lock     *lock.Lock
 	fallback time.Duration
 	log      *slog.Logger
@@ -179,8 +173,8 @@ type observer struct {
 	have     bool             // guarded by reportMu: whether last is set
 }
 
-func newObserver(client valkey.Client, l *lock.Lock, fallback time.Duration, log *slog.Logger, report func(callbacks.Leader)) *observer {
-	return &observer{client: client, lock: l, fallback: fallback, log: log, report: report, pokes: make(chan struct{}, 1)}
+func newObserver(l *lock.Lock, fallback time.Duration, log *slog.Logger, report func(callbacks.Leader)) *observer {
+	return &observer{lock: l, fallback: fallback, log: log, report: report, pokes: make(chan struct{}, 1)}
 }
 
 // poke makes run re-read the leader. It never blocks.
@@ -271,34 +265,16 @@ func (o *observer) run(ctx context.Context) {
 	}
 }
 
-// subscribe pokes the observer on every message on the election's channel,
-// and each time the subscription is (re)established, since changes made
-// while it was down went unheard. It returns when ctx ends.
+// subscribe pokes the observer on every acquisition and release published
+// on the election's channel, and each time the subscription is
+// (re)established, since changes made while it was down went unheard. It
+// returns when ctx ends.
 func (o *observer) subscribe(ctx context.Context) {
-	channel := o.lock.Channel()
-	hooked := valkey.WithOnSubscriptionHook(ctx, func(s valkey.PubSubSubscription) {
-		if s.Kind == "subscribe" && s.Channel == channel {
+	o.lock.Follow(ctx, func(ev lock.Event) {
+		if ev.Kind != lock.Unsubscribed {
 			o.poke()
 		}
 	})
-	pause := time.NewTimer(resubscribePause)
-	pause.Stop()
-	defer pause.Stop()
-	for {
-		cmd := o.client.B().Subscribe().Channel(channel).Build()
-		_ = o.client.Receive(hooked, cmd, func(m valkey.PubSubMessage) {
-			if strings.HasPrefix(m.Message, "acquired:") || strings.HasPrefix(m.Message, "released:") {
-				o.poke()
-			}
-		})
-		// Receive ends with ctx, or when the connection broke.
-		pause.Reset(resubscribePause)
-		select {
-		case <-ctx.Done():
-			return
-		case <-pause.C:
-		}
-	}
 }
 
 // newBackoff returns an exponential backoff for retry loops that run until

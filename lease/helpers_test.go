@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -68,47 +66,6 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// str runs a raw command and returns its string reply ("" for nil).
-func (e *env) str(t *testing.T, args ...string) string {
-	t.Helper()
-	v, err := e.srv.Do(t, args...).ToString()
-	if valkey.IsValkeyNil(err) {
-		return ""
-	}
-	if err != nil {
-		t.Fatalf("%v = %v", args, err)
-	}
-	return v
-}
-
-func (e *env) int(t *testing.T, args ...string) int64 {
-	t.Helper()
-	v, err := e.srv.Do(t, args...).AsInt64()
-	if err != nil {
-		t.Fatalf("%v = %v", args, err)
-	}
-	return v
-}
-
-// scriptCalls returns how many scripts the server has run (EVALSHA and EVAL).
-func (e *env) scriptCalls(t *testing.T) int64 {
-	t.Helper()
-	stats := e.srv.Info(t, "commandstats")
-	var n int64
-	for _, cmd := range []string{"cmdstat_evalsha", "cmdstat_eval"} {
-		for f := range strings.SplitSeq(stats[cmd], ",") { // calls=N,usec=...
-			if v, ok := strings.CutPrefix(f, "calls="); ok {
-				calls, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					t.Fatalf("INFO commandstats %s: %q", cmd, stats[cmd])
-				}
-				n += calls
-			}
-		}
-	}
-	return n
 }
 
 // renewals records the send times that OnRenew reports and lets a test wait

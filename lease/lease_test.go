@@ -26,10 +26,10 @@ func TestRenewalsKeepKeyAlive(t *testing.T) {
 	var pttls []time.Duration
 	for range n {
 		r.await(t, 1)
-		if got := e.str(t, "GET", h.Lock().Key()); got != h.Token() {
+		if got := e.srv.String(t, "GET", h.Lock().Key()); got != h.Token() {
 			t.Fatalf("GET %s = %q; want the lease's token %q", h.Lock().Key(), got, h.Token())
 		}
-		pttls = append(pttls, time.Duration(e.int(t, "PTTL", h.Lock().Key()))*time.Millisecond)
+		pttls = append(pttls, time.Duration(e.srv.Int(t, "PTTL", h.Lock().Key()))*time.Millisecond)
 	}
 	if err := l.Err(); err != nil {
 		t.Fatalf("Err() after %d renewals = %v; want nil", n, err)
@@ -102,16 +102,16 @@ func TestOverwrittenKeyIsLostAndLeftAlone(t *testing.T) {
 	awaitDone(t, l)
 	wantIs(t, "Err()", l.Err(), ErrLost, lock.ErrNotOwned)
 	l.Stop()
-	if got := e.str(t, "GET", h.Lock().Key()); got != "foreign" {
+	if got := e.srv.String(t, "GET", h.Lock().Key()); got != "foreign" {
 		t.Fatalf("GET after the loss = %q; want the foreign value untouched", got)
 	}
-	if got := e.int(t, "PTTL", h.Lock().Key()); got != -1 {
+	if got := e.srv.Int(t, "PTTL", h.Lock().Key()); got != -1 {
 		t.Fatalf("PTTL of the foreign key = %d; want -1 (no TTL set on it)", got)
 	}
 	if err := l.Release(ctxT(t)); err != nil {
 		t.Fatalf("Release after the loss = %v; want nil", err)
 	}
-	if got := e.str(t, "GET", h.Lock().Key()); got != "foreign" {
+	if got := e.srv.String(t, "GET", h.Lock().Key()); got != "foreign" {
 		t.Fatalf("GET after Release = %q; want the foreign value untouched", got)
 	}
 }
@@ -149,7 +149,7 @@ func TestPausedServerExpiresBeforeTTL(t *testing.T) {
 	if got, want := l.ValidUntil(), last.Add(validity); !got.Equal(want) {
 		t.Fatalf("ValidUntil() = last renewal + %v; want + %v", got.Sub(last), validity)
 	}
-	if n := e.int(t, "EXISTS", h.Lock().Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", h.Lock().Key()); n != 0 {
 		t.Fatalf("EXISTS after a pause longer than the TTL = %d; want 0 (expired on the server too)", n)
 	}
 }
@@ -198,7 +198,7 @@ func TestCutConnectionExpiresAndLockRecovers(t *testing.T) {
 		t.Fatalf("Release after Restore = %v; want nil", rerr)
 	}
 	wantIs(t, "Err() after Release", l.Err(), ErrExpired) // Release keeps the reason
-	if n := e.int(t, "EXISTS", h.Lock().Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", h.Lock().Key()); n != 0 {
 		t.Fatalf("EXISTS after Release = %d; want 0", n)
 	}
 	var h2 *lock.Held
@@ -243,7 +243,7 @@ func TestRelease(t *testing.T) {
 	if cause := context.Cause(ctx); cause != ErrReleased {
 		t.Fatalf("context.Cause(Context()) = %v; want ErrReleased", cause)
 	}
-	if n := e.int(t, "EXISTS", h.Lock().Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", h.Lock().Key()); n != 0 {
 		t.Fatalf("EXISTS after Release = %d; want 0", n)
 	}
 	if end := l.ValidUntil(); end.After(time.Now()) {
@@ -251,12 +251,12 @@ func TestRelease(t *testing.T) {
 	}
 	renewed := r.count()
 
-	calls := e.scriptCalls(t)
+	calls := e.srv.CommandCalls(t, "evalsha", "eval")
 	if err := l.Release(ctxT(t)); err != nil {
 		t.Fatalf("second Release() = %v; want nil", err)
 	}
 	l.Stop()
-	if got := e.scriptCalls(t); got != calls {
+	if got := e.srv.CommandCalls(t, "evalsha", "eval"); got != calls {
 		t.Fatalf("scripts run by a second Release and Stop = %d; want 0", got-calls)
 	}
 	if err := l.Err(); err != ErrReleased {
@@ -277,7 +277,7 @@ func TestReleaseWithCancelledContext(t *testing.T) {
 	if err := l.Release(ctx); err != nil {
 		t.Fatalf("Release(cancelled ctx) = %v; want nil", err)
 	}
-	if n := e.int(t, "EXISTS", h.Lock().Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", h.Lock().Key()); n != 0 {
 		t.Fatalf("EXISTS after Release(cancelled ctx) = %d; want 0", n)
 	}
 }
@@ -289,11 +289,11 @@ func TestReleaseAfterLossMakesNoServerCall(t *testing.T) {
 	e.srv.Do(t, "DEL", h.Lock().Key())
 	awaitDone(t, l)
 
-	calls := e.scriptCalls(t)
+	calls := e.srv.CommandCalls(t, "evalsha", "eval")
 	if err := l.Release(ctxT(t)); err != nil {
 		t.Fatalf("Release after the loss = %v; want nil", err)
 	}
-	if got := e.scriptCalls(t); got != calls {
+	if got := e.srv.CommandCalls(t, "evalsha", "eval"); got != calls {
 		t.Fatalf("scripts run by Release after the loss = %d; want 0", got-calls)
 	}
 	wantIs(t, "Err() after Release", l.Err(), ErrLost, lock.ErrNotOwned)
@@ -328,7 +328,7 @@ func TestStopLeavesKeyToExpire(t *testing.T) {
 	if err := l.Err(); err != ErrStopped {
 		t.Fatalf("Err() after Stop = %v; want ErrStopped", err)
 	}
-	if got := e.str(t, "GET", h.Lock().Key()); got != h.Token() {
+	if got := e.srv.String(t, "GET", h.Lock().Key()); got != h.Token() {
 		t.Fatalf("GET after Stop = %q; want the token %q left in place", got, h.Token())
 	}
 	sent := r.all()
@@ -361,7 +361,7 @@ func TestReleaseAfterStopDeletesKey(t *testing.T) {
 	if err := l.Release(ctxT(t)); err != nil {
 		t.Fatalf("Release after Stop = %v; want nil", err)
 	}
-	if n := e.int(t, "EXISTS", h.Lock().Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", h.Lock().Key()); n != 0 {
 		t.Fatalf("EXISTS after Stop and Release = %d; want 0", n)
 	}
 	if l.Err() != ErrStopped {
@@ -529,7 +529,7 @@ func TestNewAfterBoundHasExpired(t *testing.T) {
 	if err := l.Release(ctxT(t)); err != nil {
 		t.Fatalf("Release = %v; want nil", err)
 	}
-	if n := e.int(t, "EXISTS", h.Lock().Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", h.Lock().Key()); n != 0 {
 		t.Fatalf("EXISTS after Release = %d; want 0", n)
 	}
 }

@@ -181,6 +181,19 @@ func BenchmarkParallelDistinctKeys(b *testing.B) {
 	for i := range locks {
 		locks[i] = e.lock(b, "distinct-"+strconv.Itoa(i), Config{TTL: 10 * time.Second})
 	}
+	e.runDistinct(b, workers, "acquire+release on a lock of its own", func(ctx context.Context, w int) error {
+		h, err := locks[w].TryAcquire(ctx)
+		if err == nil {
+			err = h.Release(ctx)
+		}
+		return err
+	})
+}
+
+// runDistinct runs b.N calls of op spread over workers goroutines, worker w
+// always passing w, and reports process and server CPU per op and ops/s. The
+// first error fails b with what.
+func (e *benchEnv) runDistinct(b *testing.B, workers int, what string, op func(ctx context.Context, w int) error) {
 	ctx := b.Context()
 	var next atomic.Int64
 	var failed atomic.Pointer[error]
@@ -189,14 +202,10 @@ func BenchmarkParallelDistinctKeys(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
-	for _, l := range locks {
+	for w := range workers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(b.N) {
-				h, err := l.TryAcquire(ctx)
-				if err == nil {
-					err = h.Release(ctx)
-				}
-				if err != nil {
+				if err := op(ctx, w); err != nil {
 					failed.CompareAndSwap(nil, &err)
 					return
 				}
@@ -207,7 +216,7 @@ func BenchmarkParallelDistinctKeys(b *testing.B) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	if err := failed.Load(); err != nil {
-		b.Fatalf("acquire+release on a lock of its own = %v", *err)
+		b.Fatalf("%s = %v", what, *err)
 	}
 	e.reportCPU(b, cpu0, b.N)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
@@ -367,7 +376,7 @@ func (e *benchEnv) awaitBlocked(b *testing.B, wc *benchClient, replies0 int64, c
 	graceSet := false
 	for {
 		attempts := wc.replies.Load() - replies0
-		if attempts >= 1 && e.subscribers(b, channel) >= 1 {
+		if attempts >= 1 && e.srv.Subscribers(b, channel) >= 1 {
 			if attempts >= 2 {
 				return
 			}
@@ -384,20 +393,6 @@ func (e *benchEnv) awaitBlocked(b *testing.B, wc *benchClient, replies0 int64, c
 			b.Fatalf("waiter returned before the release: %v", a.err)
 		}
 	}
-}
-
-// subscribers returns PUBSUB NUMSUB for channel.
-func (e *benchEnv) subscribers(b *testing.B, channel string) int64 {
-	b.Helper()
-	vals, err := e.srv.Do(b, "PUBSUB", "NUMSUB", channel).ToArray()
-	if err != nil || len(vals) != 2 {
-		b.Fatalf("PUBSUB NUMSUB %s = %v, %v", channel, vals, err)
-	}
-	n, err := vals[1].AsInt64()
-	if err != nil {
-		b.Fatalf("PUBSUB NUMSUB %s count: %v", channel, err)
-	}
-	return n
 }
 
 // blockedWindow is how long BenchmarkBlockedWaiter watches a blocked waiter,

@@ -26,7 +26,7 @@ func TestExcludesValkeyPyLock(t *testing.T) {
 	l := e.lock(t, "report-job", Config{PlainKey: true, TTL: 10 * time.Second, RetryInterval: 10 * time.Millisecond})
 
 	// Python holds: baton cannot acquire.
-	e.str(t, "SET", "report-job", "py-token", "NX", "PX", "10000")
+	e.srv.String(t, "SET", "report-job", "py-token", "NX", "PX", "10000")
 	_, err := l.TryAcquire(ctx)
 	wantErr(t, "TryAcquire while valkey-py holds", err, ErrNotAcquired)
 
@@ -41,7 +41,7 @@ func TestExcludesValkeyPyLock(t *testing.T) {
 		got <- h
 	}()
 	awaitQueued(t, l, 1)
-	if n := e.int(t, "EVAL", pyRelease, "1", "report-job", "py-token"); n != 1 {
+	if n := e.srv.Int(t, "EVAL", pyRelease, "1", "report-job", "py-token"); n != 1 {
 		t.Fatalf("valkey-py release = %d; want 1", n)
 	}
 	h := <-got
@@ -54,11 +54,11 @@ func TestExcludesValkeyPyLock(t *testing.T) {
 	if v, err := e.srv.Do(t, "SET", "report-job", "py-token-2", "NX", "PX", "10000").ToString(); !valkey.IsValkeyNil(err) {
 		t.Fatalf("valkey-py SET NX while baton holds = %q, %v; want nil", v, err)
 	}
-	if n := e.int(t, "EVAL", pyRelease, "1", "report-job", "py-token-2"); n != 0 {
+	if n := e.srv.Int(t, "EVAL", pyRelease, "1", "report-job", "py-token-2"); n != 0 {
 		t.Fatalf("valkey-py release of baton's lock = %d; want 0", n)
 	}
 	// The stored value is the plain token, which valkey-py could release if told it.
-	if got := e.str(t, "GET", "report-job"); got != h.Token() {
+	if got := e.srv.String(t, "GET", "report-job"); got != h.Token() {
 		t.Fatalf("GET report-job = %q; want the plain token %q", got, h.Token())
 	}
 	if err := h.Release(ctx); err != nil {

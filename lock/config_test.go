@@ -76,9 +76,9 @@ func TestKeysShareASlot(t *testing.T) {
 		if err != nil {
 			t.Fatalf("keysFor(%q) = %v", tt.name, err)
 		}
-		slot := e.int(t, "CLUSTER", "KEYSLOT", ks.key)
+		slot := e.srv.Int(t, "CLUSTER", "KEYSLOT", ks.key)
 		for _, other := range []string{ks.fence, ks.channel} {
-			if got := e.int(t, "CLUSTER", "KEYSLOT", other); got != slot {
+			if got := e.srv.Int(t, "CLUSTER", "KEYSLOT", other); got != slot {
 				t.Errorf("slot(%q) = %d; want %d, the slot of %q", other, got, slot, ks.key)
 			}
 		}

@@ -33,7 +33,9 @@
 // Blocked Acquire calls on one *Lock queue in FIFO order; only the first talks
 // to the server. It attempts when a release is published, when the holder's
 // TTL as reported by the last failed attempt runs out, when the subscription
-// is (re)established, and otherwise every RetryInterval as a fallback. One
+// is (re)established, and otherwise on a fallback: every RetryInterval until
+// releases can be heard (and always with PlainKey), ten times that once the
+// subscription is confirmed. One
 // release therefore wakes one attempt per process, and a crashed holder is
 // replaced within a round trip of its TTL's end.
 //

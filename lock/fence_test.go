@@ -26,7 +26,7 @@ func TestFencesStrictlyIncrease(t *testing.T) {
 				t.Fatal(err)
 			}
 		} else {
-			e.int(t, "DEL", l.Key()) // expired or deleted holders count too
+			e.srv.Int(t, "DEL", l.Key()) // expired or deleted holders count too
 		}
 	}
 }
@@ -45,7 +45,7 @@ func TestFencesSurviveARestartWithoutData(t *testing.T) {
 		}
 	}
 	e.srv.Restart(t)
-	if n := e.int(t, "EXISTS", l.keys.fence); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", l.keys.fence); n != 0 {
 		t.Fatal("the fence counter survived the restart; the test proves nothing")
 	}
 	var h *Held
@@ -113,7 +113,7 @@ func TestFencesSurviveACounterThatFellBehind(t *testing.T) {
 	if err := h.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	e.str(t, "SET", l.keys.fence, "5")
+	e.srv.String(t, "SET", l.keys.fence, "5")
 	h2 := mustAcquire(t, l)
 	if h2.Fence() <= h.Fence() {
 		t.Fatalf("Fence() after the counter fell behind = %d; want > %d", h2.Fence(), h.Fence())
@@ -132,13 +132,13 @@ func TestFencesFollowACounterAheadOfTheClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	ahead := h.Fence() + 1_000_000_000_000 // about 11 days of microseconds ahead
-	e.str(t, "SET", l.keys.fence, strconv.FormatInt(ahead, 10))
+	e.srv.String(t, "SET", l.keys.fence, strconv.FormatInt(ahead, 10))
 	for i := range int64(3) {
 		h := mustAcquire(t, l)
 		if want := ahead + 1 + i; h.Fence() != want {
 			t.Fatalf("acquisition %d: Fence() = %d; want %d", i, h.Fence(), want)
 		}
-		if got := e.str(t, "GET", l.keys.fence); got != strconv.FormatInt(h.Fence(), 10) {
+		if got := e.srv.String(t, "GET", l.keys.fence); got != strconv.FormatInt(h.Fence(), 10) {
 			t.Fatalf("counter = %s; want the fence issued, %d", got, h.Fence())
 		}
 		if err := h.Release(ctxT(t)); err != nil {
@@ -156,7 +156,7 @@ func TestFencesReplaceACounterThatIsNotANumber(t *testing.T) {
 	if err := before.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	e.str(t, "SET", l.keys.fence, "not a number")
+	e.srv.String(t, "SET", l.keys.fence, "not a number")
 	h := mustAcquire(t, l)
 	if h.Fence() <= before.Fence() {
 		t.Fatalf("Fence() = %d; want > %d", h.Fence(), before.Fence())
@@ -187,7 +187,7 @@ func TestEventsCarryTheExactFence(t *testing.T) {
 	// A release publishes the releaser's own fence, even when the counter
 	// has moved (here by hand; a lossy failover could do it).
 	h2 := mustAcquire(t, l)
-	e.str(t, "SET", l.keys.fence, strconv.FormatInt(h2.Fence()+1000, 10))
+	e.srv.String(t, "SET", l.keys.fence, strconv.FormatInt(h2.Fence()+1000, 10))
 	if err := h2.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestEventsCarryTheExactFence(t *testing.T) {
 	// fence: it publishes the counter's, which is that acquisition's.
 	h3 := mustAcquire(t, l)
 	l.cleanup(ctxT(t), h3.Token())
-	if n := e.int(t, "EXISTS", l.Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", l.Key()); n != 0 {
 		t.Fatalf("EXISTS after cleanup = %d; want 0", n)
 	}
 	for _, want := range []string{
@@ -224,7 +224,7 @@ func TestAttemptReportsTheHoldersTTL(t *testing.T) {
 		{[]string{"SET", l.Key(), "other", "PX", "5000"}, 4 * time.Second, 5 * time.Second},
 		{[]string{"SET", l.Key(), "other"}, -1, -1},
 	} {
-		e.str(t, c.set...)
+		e.srv.String(t, c.set...)
 		h, pttl, err := l.attempt(ctxT(t), newToken())
 		if err != nil || h != nil {
 			t.Fatalf("%v: attempt = %v, %v; want held elsewhere", c.set, h, err)
@@ -236,6 +236,33 @@ func TestAttemptReportsTheHoldersTTL(t *testing.T) {
 	for reply, want := range map[int64]time.Duration{-1: -1, -2: 0, -3: time.Millisecond, -5002: 5 * time.Second} {
 		if got := acquireHeldBy(reply); got != want {
 			t.Errorf("acquireHeldBy(%d) = %v; want %v", reply, got, want)
+		}
+	}
+}
+
+// TestFollowReportsEventsWithTheirFence follows a lock as election watchers
+// do: subscription first, then each acquisition and release with its fence.
+func TestFollowReportsEventsWithTheirFence(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(t, "follow", Config{TTL: time.Minute})
+	events := make(chan Event, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.Follow(ctx, func(ev Event) { events <- ev })
+	}()
+	defer func() { cancel(); <-done }()
+	if ev := <-events; ev.Kind != Subscribed {
+		t.Fatalf("first event = %+v; want Subscribed", ev)
+	}
+	h := mustAcquire(t, l)
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []Event{{Acquired, h.Fence()}, {Released, h.Fence()}} {
+		if got := <-events; got != want {
+			t.Fatalf("event = %+v; want %+v", got, want)
 		}
 	}
 }

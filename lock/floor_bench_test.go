@@ -3,8 +3,6 @@ package lock
 import (
 	"context"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,37 +77,14 @@ func BenchmarkAcquireReleaseVsFloor(b *testing.B) {
 func BenchmarkFloorParallelDistinctKeys(b *testing.B) {
 	const workers = 64
 	e := newBenchEnv(b)
-	ctx := b.Context()
 	keys := make([]string, workers)
 	for i := range keys {
 		keys[i] = "floor-" + strconv.Itoa(i)
-		if err := floorAcquireRelease(ctx, e.client, keys[i], 10*time.Second); err != nil {
+		if err := floorAcquireRelease(b.Context(), e.client, keys[i], 10*time.Second); err != nil {
 			b.Fatal(err)
 		}
 	}
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	cpu0 := e.cpu(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for _, key := range keys {
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				if err := floorAcquireRelease(ctx, e.client, key, 10*time.Second); err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if err := failed.Load(); err != nil {
-		b.Fatalf("floor acquire+release on a key of its own = %v", *err)
-	}
-	e.reportCPU(b, cpu0, b.N)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+	e.runDistinct(b, workers, "floor acquire+release on a key of its own", func(ctx context.Context, w int) error {
+		return floorAcquireRelease(ctx, e.client, keys[w], 10*time.Second)
+	})
 }

@@ -17,15 +17,15 @@ func TestReleaseDeletesOnlyOurs(t *testing.T) {
 	if err := h.Release(ctxT(t)); err != nil {
 		t.Fatalf("Release() = %v", err)
 	}
-	if n := e.int(t, "EXISTS", l.Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", l.Key()); n != 0 {
 		t.Fatalf("EXISTS after Release = %d; want 0", n)
 	}
 
 	// Overwritten by someone else: not owned, their value untouched.
 	h = mustAcquire(t, l)
-	e.str(t, "SET", l.Key(), "foreign")
+	e.srv.String(t, "SET", l.Key(), "foreign")
 	wantErr(t, "Release of an overwritten lock", h.Release(ctxT(t)), ErrNotOwned)
-	if got := e.str(t, "GET", l.Key()); got != "foreign" {
+	if got := e.srv.String(t, "GET", l.Key()); got != "foreign" {
 		t.Fatalf("GET = %q; want the foreign value untouched", got)
 	}
 }
@@ -53,7 +53,7 @@ func TestReleaseAfterExpiryIsNotOwned(t *testing.T) {
 	e := newEnv(t)
 	l := e.lock(t, "expired", Config{TTL: time.Minute})
 	h := mustAcquire(t, l)
-	e.int(t, "DEL", l.Key())
+	e.srv.Int(t, "DEL", l.Key())
 	wantErr(t, "Release of a deleted lock", h.Release(ctxT(t)), ErrNotOwned)
 	wantErr(t, "Release again", h.Release(ctxT(t)), ErrNotHeld)
 }
@@ -88,7 +88,7 @@ func TestReleaseRetriesAfterNetworkError(t *testing.T) {
 		t.Fatalf("Release retried after restore = %v; want nil", err)
 	}
 	e := &env{srv: s}
-	if n := e.int(t, "EXISTS", l.Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", l.Key()); n != 0 {
 		t.Fatalf("EXISTS after retried Release = %d; want 0", n)
 	}
 }
@@ -116,19 +116,19 @@ func TestExtend(t *testing.T) {
 	if err := h.Extend(ctx, 20*time.Second); err != nil {
 		t.Fatalf("Extend(20s) = %v", err)
 	}
-	if got := e.int(t, "PTTL", l.Key()); got < 25000 || got > 30000 {
+	if got := e.srv.Int(t, "PTTL", l.Key()); got < 25000 || got > 30000 {
 		t.Fatalf("PTTL after Extend(20s) = %d; want about 30000", got)
 	}
 	if err := h.ExtendTo(ctx, 5*time.Second); err != nil {
 		t.Fatalf("ExtendTo(5s) = %v", err)
 	}
-	if got := e.int(t, "PTTL", l.Key()); got < 4000 || got > 5000 {
+	if got := e.srv.Int(t, "PTTL", l.Key()); got < 4000 || got > 5000 {
 		t.Fatalf("PTTL after ExtendTo(5s) = %d; want about 5000", got)
 	}
 	// A shortening that would end the lock is refused and changes nothing.
 	wantErr(t, "Extend(-1m)", h.Extend(ctx, -time.Minute), ErrInvalidTTL)
 	wantErr(t, "ExtendTo(0)", h.ExtendTo(ctx, 0), ErrInvalidTTL)
-	if got := e.int(t, "PTTL", l.Key()); got < 3000 {
+	if got := e.srv.Int(t, "PTTL", l.Key()); got < 3000 {
 		t.Fatalf("PTTL after refused extends = %d; want the key kept", got)
 	}
 	if ok, _ := h.Owned(ctx); !ok {
@@ -150,20 +150,20 @@ func TestExtendNeverTouchesWhatIsNotOurs(t *testing.T) {
 	} {
 		t.Run(tt.name+"/deleted", func(t *testing.T) {
 			h := mustAcquire(t, l)
-			e.int(t, "DEL", l.Key())
+			e.srv.Int(t, "DEL", l.Key())
 			wantErr(t, tt.name+" of a deleted lock", tt.op(h), ErrNotOwned)
-			if n := e.int(t, "EXISTS", l.Key()); n != 0 {
+			if n := e.srv.Int(t, "EXISTS", l.Key()); n != 0 {
 				t.Fatalf("EXISTS = %d; the key was recreated", n)
 			}
 		})
 		t.Run(tt.name+"/overwritten", func(t *testing.T) {
 			h := mustAcquire(t, l)
-			e.str(t, "SET", l.Key(), "foreign", "PX", "5000")
+			e.srv.String(t, "SET", l.Key(), "foreign", "PX", "5000")
 			wantErr(t, tt.name+" of an overwritten lock", tt.op(h), ErrNotOwned)
-			if got := e.int(t, "PTTL", l.Key()); got > 5000 {
+			if got := e.srv.Int(t, "PTTL", l.Key()); got > 5000 {
 				t.Fatalf("PTTL of the foreign key = %d; it was extended", got)
 			}
-			e.int(t, "DEL", l.Key())
+			e.srv.Int(t, "DEL", l.Key())
 		})
 	}
 }
@@ -176,13 +176,13 @@ func TestExtendWithoutTTLIsRefused(t *testing.T) {
 	wantErr(t, "Extend of a lock without TTL", h.Extend(ctx, time.Second), ErrNoTTL)
 	wantErr(t, "ExtendTo of a lock without TTL", h.ExtendTo(ctx, time.Second), ErrNoTTL)
 	wantErr(t, "Reacquire of a lock without TTL", h.Reacquire(ctx), ErrNoTTL)
-	if got := e.int(t, "PTTL", l.Key()); got != -1 {
+	if got := e.srv.Int(t, "PTTL", l.Key()); got != -1 {
 		t.Fatalf("PTTL = %d; want -1 (still no expiry)", got)
 	}
 	// A key whose TTL was removed on the server is refused the same way.
 	l2 := e.lock(t, "persisted", Config{TTL: time.Minute})
 	h2 := mustAcquire(t, l2)
-	e.int(t, "PERSIST", l2.Key())
+	e.srv.Int(t, "PERSIST", l2.Key())
 	wantErr(t, "Extend of a persisted key", h2.Extend(ctx, time.Second), ErrNoTTL)
 }
 
@@ -190,11 +190,11 @@ func TestReacquireResetsTheTTL(t *testing.T) {
 	e := newEnv(t)
 	l := e.lock(t, "reacquire", Config{TTL: 10 * time.Second})
 	h := mustAcquire(t, l)
-	e.int(t, "PEXPIRE", l.Key(), "2000")
+	e.srv.Int(t, "PEXPIRE", l.Key(), "2000")
 	if err := h.Reacquire(ctxT(t)); err != nil {
 		t.Fatalf("Reacquire() = %v", err)
 	}
-	if got := e.int(t, "PTTL", l.Key()); got < 9000 {
+	if got := e.srv.Int(t, "PTTL", l.Key()); got < 9000 {
 		t.Fatalf("PTTL after Reacquire = %d; want about 10000", got)
 	}
 }
@@ -214,13 +214,13 @@ func TestDoAlwaysReleases(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("Do() = %v; want the body's error", err)
 	}
-	if n := e.int(t, "EXISTS", l.Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", l.Key()); n != 0 {
 		t.Fatal("Do left the lock held")
 	}
 
 	// The body loses the lock: both errors come back.
 	err = l.Do(ctx, func(ctx context.Context, h *Held) error {
-		e.int(t, "DEL", l.Key())
+		e.srv.Int(t, "DEL", l.Key())
 		return boom
 	})
 	if !errors.Is(err, boom) || !errors.Is(err, ErrNotOwned) {
@@ -233,7 +233,7 @@ func TestDoAlwaysReleases(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Do() with a cancelled context = %v; want nil", err)
 	}
-	if n := e.int(t, "EXISTS", l.Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", l.Key()); n != 0 {
 		t.Fatal("Do with a cancelled context left the lock held")
 	}
 }

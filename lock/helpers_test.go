@@ -3,7 +3,6 @@ package lock
 import (
 	"context"
 	"errors"
-	"strconv"
 	"testing"
 	"time"
 
@@ -30,58 +29,6 @@ func (e *env) lock(t *testing.T, name string, cfg Config) *Lock {
 		t.Fatalf("New(%q, %+v) = %v", name, cfg, err)
 	}
 	return l
-}
-
-// str runs a raw command and returns its string reply ("" for nil).
-func (e *env) str(t *testing.T, args ...string) string {
-	t.Helper()
-	v, err := e.srv.Do(t, args...).ToString()
-	if valkey.IsValkeyNil(err) {
-		return ""
-	}
-	if err != nil {
-		t.Fatalf("%v = %v", args, err)
-	}
-	return v
-}
-
-func (e *env) int(t *testing.T, args ...string) int64 {
-	t.Helper()
-	v, err := e.srv.Do(t, args...).AsInt64()
-	if err != nil {
-		t.Fatalf("%v = %v", args, err)
-	}
-	return v
-}
-
-// calls returns how many times the server ran cmd (INFO commandstats).
-func (e *env) calls(t *testing.T, cmd string) int64 {
-	t.Helper()
-	stats := e.srv.Info(t, "commandstats")
-	v, ok := stats["cmdstat_"+cmd]
-	if !ok {
-		return 0
-	}
-	// calls=N,usec=...
-	for _, f := range splitComma(v) {
-		if len(f) > 6 && f[:6] == "calls=" {
-			n, _ := strconv.ParseInt(f[6:], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-func splitComma(s string) []string {
-	var out []string
-	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i == len(s) || s[i] == ',' {
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return out
 }
 
 func ctxT(t *testing.T) context.Context {

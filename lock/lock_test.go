@@ -24,10 +24,10 @@ func TestAcquireStoresTokenWithTTL(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			l := e.lock(t, "ttl-"+tt.name, Config{TTL: tt.ttl})
 			h := mustAcquire(t, l)
-			if got := e.str(t, "GET", l.Key()); got != h.Token() {
+			if got := e.srv.String(t, "GET", l.Key()); got != h.Token() {
 				t.Fatalf("GET %s = %q; want the token %q", l.Key(), got, h.Token())
 			}
-			if got := e.int(t, "PTTL", l.Key()); got < tt.wantMin || got > tt.wantMax {
+			if got := e.srv.Int(t, "PTTL", l.Key()); got < tt.wantMin || got > tt.wantMax {
 				t.Fatalf("PTTL = %d; want in [%d, %d]", got, tt.wantMin, tt.wantMax)
 			}
 			if h.Name() != l.Name() || h.Lock() != l {
@@ -58,7 +58,7 @@ func TestCustomTokenIsStoredByteExact(t *testing.T) {
 	l := e.lock(t, "custom", Config{TTL: time.Minute})
 	token := "worker-7\x00\xff\n end"
 	h := mustAcquire(t, l, WithToken(token))
-	if got := e.str(t, "GET", l.Key()); got != token {
+	if got := e.srv.String(t, "GET", l.Key()); got != token {
 		t.Fatalf("GET = %q; want %q", got, token)
 	}
 	if ok, err := h.Owned(ctxT(t)); err != nil || !ok {
@@ -82,7 +82,7 @@ func TestTryAcquireWhenHeldElsewhere(t *testing.T) {
 	if errors.Is(err, ErrUnavailable) {
 		t.Fatalf("TryAcquire = %v; must not look like an unreachable server", err)
 	}
-	if got := e.str(t, "GET", l.Key()); got != h.Token() {
+	if got := e.srv.String(t, "GET", l.Key()); got != h.Token() {
 		t.Fatalf("holder's token replaced by %q", got)
 	}
 }
@@ -102,14 +102,14 @@ func TestShortBlockingTimeoutMakesOneAttempt(t *testing.T) {
 	e := newEnv(t)
 	l := e.lock(t, "one-attempt", Config{TTL: time.Minute, RetryInterval: time.Second})
 	mustAcquire(t, l)
-	before := e.calls(t, "evalsha") + e.calls(t, "eval")
+	before := e.srv.CommandCalls(t, "evalsha", "eval")
 	_, err := l.Acquire(ctxT(t), WithBlockingTimeout(200*time.Millisecond))
 	wantErr(t, "Acquire with blocking timeout < retry interval", err, ErrNotAcquired)
-	after := e.calls(t, "evalsha") + e.calls(t, "eval")
+	after := e.srv.CommandCalls(t, "evalsha", "eval")
 	if after-before != 1 {
 		t.Fatalf("scripts run = %d; want exactly 1 attempt", after-before)
 	}
-	if n := e.calls(t, "subscribe"); n != 0 {
+	if n := e.srv.CommandCalls(t, "subscribe"); n != 0 {
 		t.Fatalf("SUBSCRIBE calls = %d; want 0 for a single attempt", n)
 	}
 }
@@ -191,7 +191,7 @@ func TestCancelledAcquireReturnsAndHoldsNothing(t *testing.T) {
 	if queued(l) != 0 {
 		t.Fatal("cancelled waiter still queued")
 	}
-	if got := e.str(t, "GET", l.Key()); got != h.Token() {
+	if got := e.srv.String(t, "GET", l.Key()); got != h.Token() {
 		t.Fatalf("GET = %q; want the holder's token", got)
 	}
 }
@@ -221,10 +221,10 @@ func TestCancelRacingTheSetLeavesNoKey(t *testing.T) {
 	e.srv.Do(t, "CLIENT", "UNPAUSE")
 	err := <-errc
 	wantErr(t, "TryAcquire cancelled in flight", err, context.Canceled)
-	if e.str(t, "GET", l.keys.fence) == "" {
+	if e.srv.String(t, "GET", l.keys.fence) == "" {
 		t.Fatal("the acquire script never ran; the race was not exercised")
 	}
-	if n := e.int(t, "EXISTS", l.Key()); n != 0 {
+	if n := e.srv.Int(t, "EXISTS", l.Key()); n != 0 {
 		t.Fatalf("EXISTS %s = %d; want 0: the cancelled acquisition left a key", l.Key(), n)
 	}
 }
@@ -289,7 +289,7 @@ func TestLocalWaitersDoNotStampede(t *testing.T) {
 	}
 	awaitQueued(t, l, waiters)
 	// Let the first waiter's post-subscribe attempt land before counting.
-	before := e.calls(t, "evalsha") + e.calls(t, "eval")
+	before := e.srv.CommandCalls(t, "evalsha", "eval")
 	for range waiters {
 		if err := h.Release(ctxT(t)); err != nil {
 			t.Fatal(err)
@@ -299,7 +299,7 @@ func TestLocalWaitersDoNotStampede(t *testing.T) {
 	if err := h.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	scripts := e.calls(t, "evalsha") + e.calls(t, "eval") - before
+	scripts := e.srv.CommandCalls(t, "evalsha", "eval") - before
 	// Per handoff: one release and one acquire; allow one extra attempt per
 	// handoff for timing (a subscription confirmed after counting began).
 	if max := int64(3*waiters + 2); scripts > max {
@@ -313,7 +313,7 @@ func TestLockedSeesAnyValue(t *testing.T) {
 	if ok, err := l.Locked(ctxT(t)); err != nil || ok {
 		t.Fatalf("Locked() = %v, %v; want false", ok, err)
 	}
-	e.str(t, "SET", l.Key(), "someone-else")
+	e.srv.String(t, "SET", l.Key(), "someone-else")
 	if ok, err := l.Locked(ctxT(t)); err != nil || !ok {
 		t.Fatalf("Locked() = %v, %v; want true for a foreign value", ok, err)
 	}
@@ -326,11 +326,11 @@ func TestOwnedOnlyForTheStoredToken(t *testing.T) {
 	if ok, err := h.Owned(ctxT(t)); err != nil || !ok {
 		t.Fatalf("Owned() = %v, %v; want true", ok, err)
 	}
-	e.str(t, "SET", l.Key(), "other")
+	e.srv.String(t, "SET", l.Key(), "other")
 	if ok, err := h.Owned(ctxT(t)); err != nil || ok {
 		t.Fatalf("Owned() after overwrite = %v, %v; want false", ok, err)
 	}
-	e.int(t, "DEL", l.Key())
+	e.srv.Int(t, "DEL", l.Key())
 	if ok, err := h.Owned(ctxT(t)); err != nil || ok {
 		t.Fatalf("Owned() after delete = %v, %v; want false", ok, err)
 	}
@@ -377,7 +377,7 @@ func TestWaitersShareConnections(t *testing.T) {
 	// Every lock's subscription is confirmed once the server counts its channel.
 	deadline := time.Now().Add(10 * time.Second)
 	for _, l := range ls {
-		for numsub(t, e, l.Channel()) == 0 {
+		for e.srv.Subscribers(t, l.Channel()) == 0 {
 			if time.Now().After(deadline) {
 				t.Fatal("subscriptions never confirmed")
 			}
@@ -391,14 +391,4 @@ func TestWaitersShareConnections(t *testing.T) {
 	if after-before > 1 {
 		t.Fatalf("connections grew from %d to %d with %d waiting locks; want at most one more", before, after, locks)
 	}
-}
-
-func numsub(t *testing.T, e *env, channel string) int64 {
-	t.Helper()
-	vals, err := e.srv.Do(t, "PUBSUB", "NUMSUB", channel).ToArray()
-	if err != nil || len(vals) != 2 {
-		t.Fatalf("PUBSUB NUMSUB = %v, %v", vals, err)
-	}
-	n, _ := vals[1].AsInt64()
-	return n
 }

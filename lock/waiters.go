@@ -3,11 +3,8 @@ package lock
 import (
 	"context"
 	"slices"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/valkey-io/valkey-go"
 )
 
 // waitQueue orders the blocked Acquire calls of one Lock. Only the head of the
@@ -247,53 +244,27 @@ func pokeWaiter(w *waiter) {
 	}
 }
 
-// startSubscription runs the subscription to the release channel until
-// stopped; q.mu must be held. Each time the server confirms the subscription
-// the head is woken, because releases before that moment went unheard.
-// Between a lost connection and the next subscription the fallback tick
-// covers.
+// startSubscription follows the lock's channel until stopped; q.mu must be
+// held. Each time the server confirms the subscription the head is woken,
+// because releases before that moment went unheard. Between a lost
+// connection and the next subscription the fallback tick covers.
 func (q *waitQueue) startSubscription() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	q.subGen++
 	gen := q.subGen
 	q.stopSub, q.subDone, q.subbed = cancel, done, false
-	l := q.lock
 	go func() {
 		defer close(done)
-		hooked := valkey.WithOnSubscriptionHook(ctx, func(s valkey.PubSubSubscription) {
-			if s.Kind == "subscribe" {
+		q.lock.Follow(ctx, func(ev Event) {
+			switch ev.Kind {
+			case Subscribed:
 				q.subscribed(gen, true)
+			case Unsubscribed:
+				q.subscribed(gen, false)
+			case Released:
+				q.wakeHead()
 			}
 		})
-		retry := time.NewTimer(0)
-		defer retry.Stop()
-		for {
-			cmd := l.client.B().Subscribe().Channel(l.keys.channel).Build()
-			_ = l.client.Receive(hooked, cmd, func(m valkey.PubSubMessage) {
-				if strings.HasPrefix(m.Message, releasedPrefix) {
-					q.wakeHead()
-				}
-			})
-			// Receive ends on ctx, or when the connection broke; resubscribe
-			// after a pause so a down server is not hammered.
-			q.subscribed(gen, false)
-			retry.Reset(subscribeRetry)
-			select {
-			case <-ctx.Done():
-				return
-			case <-retry.C:
-			}
-		}
 	}()
 }
-
-// Prefixes of the messages published on a lock's channel; the fencing token
-// follows them.
-const (
-	acquiredPrefix = "acquired:"
-	releasedPrefix = "released:"
-)
-
-// subscribeRetry is the pause before resubscribing after a broken connection.
-const subscribeRetry = 50 * time.Millisecond

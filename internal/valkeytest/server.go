@@ -262,6 +262,67 @@ func (s *Server) CommandsProcessed(tb testing.TB) int64 {
 	return n
 }
 
+// String runs one raw command and returns its string reply, "" for a nil
+// reply. Any error, a Valkey error reply included, fails tb.
+func (s *Server) String(tb testing.TB, args ...string) string {
+	tb.Helper()
+	v, err := s.Do(tb, args...).ToString()
+	if valkey.IsValkeyNil(err) {
+		return ""
+	}
+	if err != nil {
+		tb.Fatalf("valkeytest: %s = %v", strings.Join(args, " "), err)
+	}
+	return v
+}
+
+// Int runs one raw command and returns its integer reply. Any error, a
+// Valkey error reply included, fails tb.
+func (s *Server) Int(tb testing.TB, args ...string) int64 {
+	tb.Helper()
+	v, err := s.Do(tb, args...).AsInt64()
+	if err != nil {
+		tb.Fatalf("valkeytest: %s = %v", strings.Join(args, " "), err)
+	}
+	return v
+}
+
+// CommandCalls returns how many times the server ran the named commands,
+// added up (INFO commandstats, lower-case names such as "evalsha"); commands
+// run inside scripts count too.
+func (s *Server) CommandCalls(tb testing.TB, cmds ...string) int64 {
+	tb.Helper()
+	stats := s.Info(tb, "commandstats")
+	var n int64
+	for _, cmd := range cmds {
+		for f := range strings.SplitSeq(stats["cmdstat_"+cmd], ",") { // calls=N,usec=...
+			if v, ok := strings.CutPrefix(f, "calls="); ok {
+				calls, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					tb.Fatalf("valkeytest: INFO commandstats %s: %q", cmd, stats["cmdstat_"+cmd])
+				}
+				n += calls
+			}
+		}
+	}
+	return n
+}
+
+// Subscribers returns how many subscribers the server counts on channel
+// (PUBSUB NUMSUB).
+func (s *Server) Subscribers(tb testing.TB, channel string) int64 {
+	tb.Helper()
+	vals, err := s.Do(tb, "PUBSUB", "NUMSUB", channel).ToArray()
+	if err != nil || len(vals) != 2 {
+		tb.Fatalf("valkeytest: PUBSUB NUMSUB %s = %v, %v", channel, vals, err)
+	}
+	n, err := vals[1].AsInt64()
+	if err != nil {
+		tb.Fatalf("valkeytest: PUBSUB NUMSUB %s count: %v", channel, err)
+	}
+	return n
+}
+
 func (s *Server) ownClient(tb testing.TB) valkey.Client {
 	tb.Helper()
 	s.clientMu.Lock()
