@@ -59,11 +59,12 @@ var errNotHeld = errors.New("unlock: not held")
 // --- baton ---
 
 // batonImpl keeps one *lock.Lock per name, as baton's docs ask: waiters on
-// one *Lock queue in FIFO order and share one subscription.
+// one *Lock queue in FIFO order and share one subscription. A sync.Map, read
+// without a lock once a name is known, stands for what a program does: keep
+// its *Lock values in variables.
 type batonImpl struct {
 	client valkey.Client
-	mu     sync.Mutex
-	locks  map[string]*lock.Lock
+	locks  sync.Map // name -> *lock.Lock
 }
 
 func openBaton(addr string) (impl, error) {
@@ -71,23 +72,21 @@ func openBaton(addr string) (impl, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &batonImpl{client: c, locks: make(map[string]*lock.Lock)}, nil
+	return &batonImpl{client: c}, nil
 }
 
 func (b *batonImpl) Name() string { return "baton" }
 
 func (b *batonImpl) lock(key string) (*lock.Lock, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if l := b.locks[key]; l != nil {
-		return l, nil
+	if l, ok := b.locks.Load(key); ok {
+		return l.(*lock.Lock), nil
 	}
 	l, err := lock.New(b.client, key, lock.Config{TTL: lockTTL})
 	if err != nil {
 		return nil, err
 	}
-	b.locks[key] = l
-	return l, nil
+	actual, _ := b.locks.LoadOrStore(key, l)
+	return actual.(*lock.Lock), nil
 }
 
 func (b *batonImpl) TryLock(ctx context.Context, key string) (func(context.Context) error, bool, error) {

@@ -78,6 +78,7 @@ func New(client valkey.Client, cfg Config) (*Elector, error) {
 		return nil, err
 	}
 	l, err := lock.New(client, cfg.Name, lock.Config{
+		Announce:       true, // watchers follow the leader through the lock's events
 		TTL:            cfg.TTL,
 		RetryInterval:  cfg.RetryPeriod,
 		KeyPrefix:      cfg.KeyPrefix,

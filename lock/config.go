@@ -51,6 +51,14 @@ type Config struct {
 	// each other. Values are plain tokens in both modes.
 	PlainKey bool
 
+	// Announce publishes every acquisition ("acquired:<fence>") and every
+	// release ("released:<fence>") on Channel(), for followers of the lock
+	// (Follow; election watchers). Without it acquisitions are not published
+	// and a release is published only when a blocked Acquire has registered
+	// on the server, which is what waiters need: fewer server calls per
+	// acquisition. The election package sets it.
+	Announce bool
+
 	// TracerProvider makes the spans of acquire, release, extend and
 	// reacquire. Nil means the global provider (otel.GetTracerProvider).
 	TracerProvider trace.TracerProvider
@@ -89,6 +97,7 @@ func (c Config) validate(name string) error {
 type keyset struct {
 	key     string // the lock itself: its value is the holder's token
 	fence   string // the fencing counter: the last fencing token issued
+	waiters string // who waits: one Lock's waiter id, or '*' for several
 	channel string // where acquisitions and releases are published
 }
 
@@ -108,7 +117,7 @@ func keysFor(name string, c Config) (keyset, error) {
 		}
 		base = "{" + key + "}"
 	}
-	return keyset{key: key, fence: base + ":fence", channel: base + ":events"}, nil
+	return keyset{key: key, fence: base + ":fence", waiters: base + ":waiters", channel: base + ":events"}, nil
 }
 
 // hashTag returns the part of key that Valkey Cluster hashes, when the key has

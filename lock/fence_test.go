@@ -168,8 +168,8 @@ func TestFencesReplaceACounterThatIsNotANumber(t *testing.T) {
 // 14-digit formatting in Lua).
 func TestEventsCarryTheExactFence(t *testing.T) {
 	e := newEnv(t)
-	l := e.lock(t, "events", Config{TTL: time.Minute})
-	msgs := make(chan string, 4)
+	l := e.lock(t, "events", Config{TTL: time.Minute, Announce: true})
+	msgs := make(chan string, 8)
 	ctx, cancel := context.WithCancel(context.Background())
 	subscribed := make(chan struct{})
 	done := make(chan error, 1)
@@ -206,8 +206,13 @@ func TestEventsCarryTheExactFence(t *testing.T) {
 		"acquired:" + strconv.FormatInt(h3.Fence(), 10),
 		"released:" + strconv.FormatInt(h3.Fence(), 10),
 	} {
-		if got := <-msgs; got != want {
-			t.Fatalf("message = %q; want %q", got, want)
+		select {
+		case got := <-msgs:
+			if got != want {
+				t.Fatalf("message = %q; want %q", got, want)
+			}
+		case <-ctxT(t).Done():
+			t.Fatalf("no message; want %q", want)
 		}
 	}
 }
@@ -225,7 +230,7 @@ func TestAttemptReportsTheHoldersTTL(t *testing.T) {
 		{[]string{"SET", l.Key(), "other"}, -1, -1},
 	} {
 		e.srv.String(t, c.set...)
-		h, pttl, err := l.attempt(ctxT(t), newToken())
+		h, pttl, err := l.attempt(ctxT(t), newToken(), 0)
 		if err != nil || h != nil {
 			t.Fatalf("%v: attempt = %v, %v; want held elsewhere", c.set, h, err)
 		}
@@ -240,20 +245,14 @@ func TestAttemptReportsTheHoldersTTL(t *testing.T) {
 	}
 }
 
-// TestFollowReportsEventsWithTheirFence follows a lock as election watchers
-// do: subscription first, then each acquisition and release with its fence.
+// TestFollowReportsEventsWithTheirFence follows an announcing lock as
+// election watchers do: subscription first, then each acquisition and release
+// with its fence.
 func TestFollowReportsEventsWithTheirFence(t *testing.T) {
 	e := newEnv(t)
-	l := e.lock(t, "follow", Config{TTL: time.Minute})
-	events := make(chan Event, 8)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		l.Follow(ctx, func(ev Event) { events <- ev })
-	}()
-	defer func() { cancel(); <-done }()
-	if ev := <-events; ev.Kind != Subscribed {
+	l := e.lock(t, "follow", Config{TTL: time.Minute, Announce: true})
+	events := follow(t, l)
+	if ev := nextEvent(t, events); ev.Kind != Subscribed {
 		t.Fatalf("first event = %+v; want Subscribed", ev)
 	}
 	h := mustAcquire(t, l)
@@ -261,8 +260,99 @@ func TestFollowReportsEventsWithTheirFence(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []Event{{Acquired, h.Fence()}, {Released, h.Fence()}} {
-		if got := <-events; got != want {
+		if got := nextEvent(t, events); got != want {
 			t.Fatalf("event = %+v; want %+v", got, want)
 		}
+	}
+}
+
+// TestQuietLockPublishesOnlyForWaiters: without Announce, an acquisition is
+// never published and a release only once a blocked Acquire has registered.
+// An announcing Lock on the same name marks where the quiet one's messages
+// would have come.
+func TestQuietLockPublishesOnlyForWaiters(t *testing.T) {
+	e := newEnv(t)
+	quiet := e.lock(t, "quiet", Config{TTL: time.Minute})
+	loud := e.lock(t, "quiet", Config{TTL: time.Minute, Announce: true})
+	events := follow(t, loud)
+	if ev := nextEvent(t, events); ev.Kind != Subscribed {
+		t.Fatalf("first event = %+v; want Subscribed", ev)
+	}
+	h := mustAcquire(t, quiet)
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	mark := mustAcquire(t, loud)
+	if got, want := nextEvent(t, events), (Event{Acquired, mark.Fence()}); got != want {
+		t.Fatalf("after a quiet acquire + release, event = %+v; want the marker %+v", got, want)
+	}
+	if err := mark.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := nextEvent(t, events), (Event{Released, mark.Fence()}); got != want {
+		t.Fatalf("event = %+v; want %+v", got, want)
+	}
+
+	// A blocked Acquire of another Lock registers: the quiet release is
+	// published, once, and the registration goes with it.
+	h = mustAcquire(t, quiet)
+	waiter := e.lock(t, "quiet", Config{TTL: time.Minute})
+	got := make(chan *Held, 1)
+	go func() {
+		w, err := waiter.Acquire(ctxT(t))
+		if err != nil {
+			t.Error(err)
+		}
+		got <- w
+	}()
+	awaitQueued(t, waiter, 1) // after its failed attempt
+	if got := e.srv.String(t, "GET", quiet.keys.waiters); got != waiter.id {
+		t.Fatalf("waiters key = %q; want the waiter's id %q", got, waiter.id)
+	}
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextEvent(t, events)
+	for ev.Kind == Subscribed { // the waiter's subscription, on the same connection
+		ev = nextEvent(t, events)
+	}
+	if want := (Event{Released, h.Fence()}); ev != want {
+		t.Fatalf("event = %+v; want %+v", ev, want)
+	}
+	w := <-got
+	if w == nil {
+		t.FailNow()
+	}
+	if n := e.srv.Int(t, "EXISTS", quiet.keys.waiters); n != 0 {
+		t.Fatalf("waiters key after the release: EXISTS = %d; want 0", n)
+	}
+	if err := w.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// follow runs l.Follow until the test ends and returns its events.
+func follow(t *testing.T, l *Lock) <-chan Event {
+	t.Helper()
+	events := make(chan Event, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.Follow(ctx, func(ev Event) { events <- ev })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return events
+}
+
+// nextEvent returns the next event, failing the test if none comes.
+func nextEvent(t *testing.T, events <-chan Event) Event {
+	t.Helper()
+	select {
+	case ev := <-events:
+		return ev
+	case <-ctxT(t).Done():
+		t.Fatal("no event")
+		return Event{}
 	}
 }

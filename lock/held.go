@@ -45,7 +45,9 @@ func (h *Held) AcquiredAt() time.Time { return h.acquiredAt }
 func (h *Held) Lock() *Lock { return h.lock }
 
 // Release deletes the key if it still holds this acquisition's token and
-// wakes the waiters. It returns ErrNotOwned when the token is no longer there
+// wakes the waiters; when a blocked Acquire of the same *Lock is next in line,
+// it hands the key to that waiter instead, in the same server step (unless
+// waiters of other Locks are registered: see Lock.Acquire). It returns ErrNotOwned when the token is no longer there
 // (expired, deleted, overwritten) and ErrNotHeld, without a server call, once
 // the acquisition has ended. When the server cannot be reached the
 // acquisition stays releasable: call Release again.
@@ -65,14 +67,32 @@ func (h *Held) release(ctx context.Context) error {
 	if h.ended.Load() {
 		return l.error("release", ErrNotHeld, nil)
 	}
-	n, err := releaseScript.Exec(ctx, l.client, []string{l.keys.key, l.keys.fence}, []string{h.token, l.keys.channel, releasedMessage(h.fence)}).AsInt64()
+	next := l.queue.grantee(h.fence)
+	args := make([]string, 4, 7)
+	args[0], args[1], args[2], args[3] = h.token, l.keys.channel, l.announce, releasedMessage(h.fence)
+	if next != nil {
+		args = append(args, l.id, next.token, l.ttlArg)
+	}
+	sent := time.Now()
+	n, err := releaseScript.Exec(ctx, l.client, l.keyList, args).AsInt64()
+	if err != nil && next != nil && ambiguous(err) {
+		// The grant may have happened with its reply lost: the key would
+		// hold the waiter's token, which it does not know. Take it back.
+		l.cleanup(ctx, next.token)
+	}
+	if orphan := l.queue.released(next, n, err, sent); orphan != nil {
+		// Granted to a waiter that gave up meanwhile: pass it on.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		_ = orphan.Release(rctx)
+		cancel()
+	}
 	if err != nil {
 		return l.callError(ctx, "release", err)
 	}
 	if !h.ended.CompareAndSwap(false, true) {
 		return l.error("release", ErrNotHeld, nil)
 	}
-	if n != 1 {
+	if n == 0 {
 		return l.error("release", ErrNotOwned, nil)
 	}
 	return nil

@@ -29,7 +29,10 @@ type Lock struct {
 	name     string
 	cfg      Config
 	keys     keyset
-	ttlArg   string // cfg.TTL in ms, as the acquire script's ARGV[2]
+	keyList  []string // keys.key, keys.fence, keys.waiters: the scripts' KEYS, never modified
+	id       string   // this Lock's waiter id, registered by its blocked attempts
+	announce string   // "1" with cfg.Announce, else "0": the scripts' announce flag
+	ttlArg   string   // cfg.TTL in ms, as the acquire script's ARGV[2]
 	tracer   trace.Tracer
 	spanOpts []trace.SpanStartOption // the client kind and the name attribute, built once
 	queue    waitQueue
@@ -55,11 +58,18 @@ func New(client valkey.Client, name string, cfg Config) (*Lock, error) {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
+	announce := "0"
+	if cfg.Announce {
+		announce = "1"
+	}
 	l := &Lock{
 		client:   client,
 		name:     name,
 		cfg:      cfg,
 		keys:     ks,
+		keyList:  []string{ks.key, ks.fence, ks.waiters},
+		id:       randomString(8),
+		announce: announce,
 		ttlArg:   strconv.FormatInt(cfg.TTL.Milliseconds(), 10),
 		tracer:   tp.Tracer(ScopeName, trace.WithInstrumentationVersion(Version)),
 		spanOpts: spanStartOptions(name),
@@ -149,7 +159,7 @@ func (l *Lock) TryAcquire(ctx context.Context, opts ...AcquireOption) (*Held, er
 		return nil, err
 	}
 	ctx, span := l.startSpan(ctx, spanAcquire)
-	h, _, err := l.attempt(ctx, o.token)
+	h, _, err := l.attempt(ctx, o.token, 0)
 	if err == nil && h == nil {
 		err = l.error("acquire", ErrNotAcquired, nil)
 	}
@@ -189,7 +199,7 @@ func (l *Lock) Acquire(ctx context.Context, opts ...AcquireOption) (*Held, error
 
 func (l *Lock) acquire(ctx context.Context, o acquireOptions) (*Held, error) {
 	if o.blockingTimeout > 0 && o.blockingTimeout < o.retryInterval {
-		h, _, err := l.attempt(ctx, o.token)
+		h, _, err := l.attempt(ctx, o.token, 0)
 		if err == nil && h == nil {
 			err = l.error("acquire", ErrNotAcquired, nil)
 		}
@@ -210,10 +220,16 @@ func (l *Lock) acquire(ctx context.Context, o acquireOptions) (*Held, error) {
 var errBlockingTimeout = errors.New("lock: blocking timeout")
 
 // attempt runs the acquire script once. It returns the acquisition, or nil
-// and the holder's remaining TTL (negative when the key has none).
-func (l *Lock) attempt(ctx context.Context, token string) (*Held, time.Duration, error) {
+// and the holder's remaining TTL (negative when the key has none). A caller
+// that will wait passes reg > 0: a failed attempt then registers the Lock as
+// waiting for that long, so that releases are published (acquireScript).
+func (l *Lock) attempt(ctx context.Context, token string, reg time.Duration) (*Held, time.Duration, error) {
 	sent := time.Now()
-	n, err := acquireScript.Exec(ctx, l.client, []string{l.keys.key, l.keys.fence}, []string{token, l.ttlArg, l.keys.channel}).AsInt64()
+	args := []string{token, l.ttlArg, l.keys.channel, l.announce}
+	if reg > 0 {
+		args = append(args, l.id, strconv.FormatInt(reg.Milliseconds(), 10))
+	}
+	n, err := acquireScript.Exec(ctx, l.client, l.keyList, args).AsInt64()
 	if err == nil && n == 0 {
 		err = errors.New("unexpected acquire script reply 0")
 	}
@@ -235,7 +251,7 @@ func (l *Lock) attempt(ctx context.Context, token string) (*Held, time.Duration,
 func (l *Lock) cleanup(ctx context.Context, token string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	releaseScript.Exec(ctx, l.client, []string{l.keys.key, l.keys.fence}, []string{token, l.keys.channel})
+	releaseScript.Exec(ctx, l.client, l.keyList, []string{token, l.keys.channel, l.announce})
 }
 
 // Locked reports whether anyone holds the lock.
@@ -298,16 +314,22 @@ func ambiguous(err error) bool {
 }
 
 // newToken returns 16 random bytes from crypto/rand, base64url-encoded.
-func newToken() string {
+func newToken() string { return randomString(16) }
+
+// randomString returns n (at most 16) random bytes from crypto/rand,
+// base64url-encoded.
+func randomString(n int) string {
 	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	_, _ = rand.Read(b[:n]) // crypto/rand.Read never fails on supported platforms
+	return base64.RawURLEncoding.EncodeToString(b[:n])
 }
 
 // Channel returns the Pub/Sub channel on which the lock's scripts publish
-// "acquired:<fence>" after each acquisition and "released:<fence>" after each
-// release, for watchers that follow the holder without polling. Expiry is not
-// published: a watcher learns of it from the TTL that Inspect reports.
+// "released:<fence>" after a release that a blocked Acquire registered for,
+// and, with Config.Announce, "acquired:<fence>" after every acquisition and
+// "released:<fence>" after every release, for watchers that follow the holder
+// without polling. Expiry is not published: a watcher learns of it from the
+// TTL that Inspect reports.
 func (l *Lock) Channel() string { return l.keys.channel }
 
 // State is what Inspect observed of a lock at one moment.

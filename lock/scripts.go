@@ -6,34 +6,55 @@ import (
 	"github.com/valkey-io/valkey-go"
 )
 
-// The scripts run with KEYS[1] = lock key, KEYS[2] = fence counter key.
-// valkey-go's Lua.Exec sends EVALSHA and falls back to EVAL on NOSCRIPT, so
-// they survive SCRIPT FLUSH and server restarts at the cost of one extra
-// round trip the first time.
+// The acquire and release scripts run with KEYS[1] = lock key, KEYS[2] =
+// fence counter key, KEYS[3] = waiters key (see keyset). valkey-go's Lua.Exec
+// sends EVALSHA and falls back to EVAL on NOSCRIPT, so they survive SCRIPT
+// FLUSH and server restarts at the cost of one extra round trip the first
+// time.
+//
+// Each server.call costs far more than the command it runs (about 1 µs
+// against 0.1-0.4 µs on Valkey 8.0), and each EVALSHA about 3 µs before its
+// first call, so the number of calls on the common paths is what the scripts
+// are shaped by: an uncontended acquire is 3 calls, a release 2.
 
-// acquireScript sets the key if absent and, in the same step, issues the next
-// fencing token: the server's TIME in microseconds, or one more than the
-// counter when the counter is not behind the clock. So tokens strictly
-// increase while the counter lasts, and never go backwards even when it is
-// lost (a restart without persistence) or behind (a failover to a replica that
-// missed the latest writes), as long as fewer than a million acquisitions a
-// second happen and the server clock does not step back. The token stays
-// below 2^53 (TIME's seconds * 10^6 + microseconds, exact in a Lua number,
-// in JSON and in SQL) and is written with '%d': Lua's default number
-// formatting keeps only 14 digits.
+// fenceLua issues the next fencing token into f, after the lock key was set:
+// the server's TIME in microseconds, or one more than the counter when the
+// counter is not behind the clock. So tokens strictly increase while the
+// counter lasts, and never go backwards even when it is lost (a restart
+// without persistence) or behind (a failover to a replica that missed the
+// latest writes), as long as fewer than a million acquisitions a second
+// happen and the server clock does not step back. The token stays below 2^53
+// (TIME's seconds * 10^6 + microseconds, exact in a Lua number, in JSON and
+// in SQL) and is written with '%d': Lua's default number formatting keeps
+// only 14 digits.
 //
 // The counter is read and written by one SET ... GET: since the counter is
 // almost always behind the clock (one increment per acquisition against a
-// million microseconds a second), the second SET is the rare path, and an
-// acquisition is 4 server calls: SET NX, TIME, SET ... GET, PUBLISH. Each
-// server.call costs far more than the command it runs (about 0.7 µs against
-// 0.1-0.4 µs on Valkey 8.0 with a warm cache), so their number is what counts.
-// A counter that is not a number is replaced by the clock, not an error.
+// million microseconds a second), the second SET is the rare path. A counter
+// that is not a number is replaced by the clock, not an error.
+const fenceLua = `
+local t = redis.call('TIME')
+local f = t[1] * 1000000 + t[2]
+local last = tonumber(redis.call('SET', KEYS[2], string.format('%d', f), 'GET'))
+if last and last >= f then
+  f = last + 1
+  redis.call('SET', KEYS[2], string.format('%d', f))
+end
+`
+
+// acquireScript sets the key if absent and, in the same step, issues the next
+// fencing token (fenceLua). With announce it publishes "acquired:<fence>" on
+// the lock's channel, for followers such as election watchers.
 //
-// It publishes "acquired:<fence>" on the lock's channel, so leader watchers
-// learn of a new holder without polling; waiters ignore it.
+// A caller that will wait when the lock is held passes its Lock's waiter id:
+// a failed attempt then registers it in the waiters key (PX ARGV[6]), so the
+// holder's release publishes and, while the id is the only one there, may
+// grant the lock to the next waiter of its own Lock (releaseScript). Two
+// different ids make the value '*': waiters of several Locks (processes).
 //
-// ARGV[1] = token, ARGV[2] = ttl in ms (0 = no expiry), ARGV[3] = channel.
+// ARGV[1] = token, ARGV[2] = ttl in ms (0 = no expiry), ARGV[3] = channel,
+// ARGV[4] = '1' to announce, ARGV[5] = waiter id and ARGV[6] = its
+// registration's ttl in ms (both absent for a caller that will not wait).
 // Returns the fence (> 0) when acquired; when held by someone else,
 // -2 - PTTL: -1 for a key without TTL, -2 - ms otherwise. One integer, not a
 // table: no reply array to build on the server or decode on the client.
@@ -45,16 +66,18 @@ else
   ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 end
 if not ok then
+  if ARGV[5] then
+    local prev = redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6], 'GET')
+    if prev and prev ~= ARGV[5] then
+      redis.call('SET', KEYS[3], '*', 'PX', ARGV[6])
+    end
+  end
   return -2 - redis.call('PTTL', KEYS[1])
 end
-local t = redis.call('TIME')
-local f = t[1] * 1000000 + t[2]
-local last = tonumber(redis.call('SET', KEYS[2], string.format('%d', f), 'GET'))
-if last and last >= f then
-  f = last + 1
-  redis.call('SET', KEYS[2], string.format('%d', f))
+` + fenceLua + `
+if ARGV[4] == '1' then
+  redis.call('PUBLISH', ARGV[3], string.format('acquired:%d', f))
 end
-redis.call('PUBLISH', ARGV[3], string.format('acquired:%d', f))
 return f
 `)
 
@@ -69,23 +92,54 @@ func acquireHeldBy(reply int64) time.Duration {
 	return time.Duration(pttl) * time.Millisecond
 }
 
-// releaseScript deletes the key only if it holds our token, and publishes
-// ARGV[3], "released:<fence>" with the releaser's own fence, so that waiters
-// wake at once. The *Held knows its fence, so the script does not read the
-// counter; a caller that does not know the fence (the cleanup of an acquire
-// whose reply was lost) omits ARGV[3], and the script publishes the counter,
-// which is that acquisition's fence since nobody else can acquire while the
-// key is held.
+// releaseScript ends an acquisition whose token is still at the key, in one
+// of two ways.
 //
-// ARGV[1] = token, ARGV[2] = channel, ARGV[3] = message (optional).
-// Returns 1 when released, 0 when not owned.
+// Grant: when the caller names the next waiter of its own Lock (ARGV[6]) and
+// no waiter of another Lock is registered, the key goes straight to that
+// waiter's token with a fresh TTL and a new fencing token: a handoff in one
+// round trip, without the key ever being free. A waiter of another Lock
+// registered in the waiters key turns the grant into a plain release, so
+// other processes are never starved by a Lock passing the key around
+// among its own waiters.
+//
+// Release: the key and the waiters key are deleted, and "released:<fence>"
+// (ARGV[4]) is published when a waiter was registered or with announce.
+// The *Held knows its fence, so the script does not read the counter; a
+// caller that does not know the fence (the cleanup of an acquire whose reply
+// was lost) omits ARGV[4], and the script publishes the counter, which is
+// that acquisition's fence since nobody else can acquire while the key is
+// held.
+//
+// ARGV[1] = token, ARGV[2] = channel, ARGV[3] = '1' to announce, ARGV[4] =
+// message (optional); to grant, ARGV[5] = the caller's waiter id, ARGV[6] =
+// the next waiter's token, ARGV[7] = ttl in ms (0 = no expiry).
+// Returns 0 when not owned, -1 when released, the new fence (> 0) when
+// granted.
 var releaseScript = valkey.NewLuaScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3] or ('released:' .. (redis.call('GET', KEYS[2]) or '0')))
-return 1
+if ARGV[6] then
+  local w = redis.call('GET', KEYS[3])
+  if not w or w == ARGV[5] then
+    if ARGV[7] == '0' then
+      redis.call('SET', KEYS[1], ARGV[6])
+    else
+      redis.call('SET', KEYS[1], ARGV[6], 'PX', ARGV[7])
+    end
+` + fenceLua + `
+    if ARGV[3] == '1' then
+      redis.call('PUBLISH', ARGV[2], ARGV[4])
+      redis.call('PUBLISH', ARGV[2], string.format('acquired:%d', f))
+    end
+    return f
+  end
+end
+if redis.call('DEL', KEYS[1], KEYS[3]) == 2 or ARGV[3] == '1' then
+  redis.call('PUBLISH', ARGV[2], ARGV[4] or ('released:' .. (redis.call('GET', KEYS[2]) or '0')))
+end
+return -1
 `)
 
 // extendScript changes the TTL of a key we own. ARGV[3] says how:

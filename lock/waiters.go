@@ -13,13 +13,20 @@ import (
 // later arrivals.
 //
 // The head attempts when:
-//   - the subscription to the lock's release channel is (re)established, since
-//     a release may have been missed before it;
-//   - a release is published on that channel;
+//   - the subscription to the lock's channel is (re)established, since a
+//     release may have been missed before it;
+//   - a release is published on that channel, or made by this Lock's own
+//     holder (which pokes the head without waiting for the message);
 //   - the holder's TTL, as last observed, runs out;
 //   - the fallback interval passes without any of the above: RetryInterval
 //     while no subscription is confirmed (or with PlainKey, since valkey-py
 //     holders never publish), quietFallback times RetryInterval while one is.
+//
+// A failed attempt registers the Lock on the server as waiting (the waiters
+// key), which makes the holder's release publish. When this Lock's own holder
+// releases and the head is idle, the release grants the key to the head
+// instead (releaseScript), unless waiters of another Lock are registered: the
+// head then holds without an attempt of its own.
 //
 // The subscription is started by the first waiter and stopped, and joined, by
 // the last one to leave. With RESP3 valkey-go carries it on the client's
@@ -27,30 +34,39 @@ import (
 type waitQueue struct {
 	lock *Lock
 
-	mu      sync.Mutex // guards the fields below
-	waiters []*waiter  // FIFO; waiters[0] is the head
-	expiry  time.Time  // when the current holder's key expires, as last observed; zero when unknown or never
-	stopSub context.CancelFunc
-	subDone chan struct{}
-	subGen  int  // generation of the running subscription
-	subbed  bool // the server confirmed subscription subGen and it has not ended since
+	mu        sync.Mutex // guards the fields below and those of the waiters
+	waiters   []*waiter  // FIFO; waiters[0] is the head
+	expiry    time.Time  // when the current holder's key expires, as last observed; zero when unknown or never
+	releasing int64      // fence of the last release by this Lock's holder: its message needs no wake-up
+	stopSub   context.CancelFunc
+	subDone   chan struct{}
+	subGen    int  // generation of the running subscription
+	subbed    bool // the server confirmed subscription subGen and it has not ended since
 }
 
+// waiter is one blocked Acquire. Its fields after poke are guarded by
+// waitQueue.mu.
 type waiter struct {
-	poke    chan struct{} // buffered 1: look at the queue again
-	attempt bool          // guarded by waitQueue.mu: the next look must attempt
+	token      string
+	poke       chan struct{} // buffered 1: look at the queue again
+	attempt    bool          // the next look must attempt
+	attempting bool          // an attempt is in flight: no grant meanwhile
+	granting   bool          // a release is granting the key to this waiter
+	held       *Held         // the grant, once made
+	gone       bool          // left the queue; a grant in flight is nobody's
 }
 
 // wait enqueues a waiter and returns when it holds the lock or ctx ends.
 func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 	l := q.lock
+	reg := quietFallback * 3 * o.retryInterval // outlives the head's longest pause between attempts
 	// Fast path: nobody of ours is queued, so one attempt may do.
 	q.mu.Lock()
 	queued := len(q.waiters) > 0
 	q.mu.Unlock()
 	var expiry time.Time
 	if !queued {
-		h, pttl, err := l.attempt(ctx, o.token)
+		h, pttl, err := l.attempt(ctx, o.token, reg)
 		if err != nil || h != nil {
 			q.acquired(h)
 			return h, err
@@ -58,7 +74,7 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 		expiry = expiryAfter(pttl)
 	}
 
-	w := &waiter{poke: make(chan struct{}, 1)}
+	w := &waiter{token: o.token, poke: make(chan struct{}, 1)}
 	q.join(w, expiry)
 	tick := time.NewTimer(o.retryInterval)
 	defer tick.Stop()
@@ -69,14 +85,17 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 		}
 	}()
 	for {
-		head, attempt, expiry := q.look(w)
-		if head && attempt {
-			h, pttl, err := l.attempt(ctx, o.token)
+		head, attempt, expiry, held := q.look(w)
+		if held != nil {
+			return held, nil
+		}
+		if attempt {
+			h, pttl, err := l.attempt(ctx, o.token, reg)
 			if err != nil || h != nil {
 				q.leave(w, h, err != nil)
 				return h, err
 			}
-			q.observed(expiryAfter(pttl))
+			q.attempted(w, expiryAfter(pttl))
 			tick.Reset(q.pace(o.retryInterval))
 			continue
 		}
@@ -103,7 +122,11 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 			q.mark(w)
 			tick.Reset(pace)
 		case <-ctx.Done():
-			q.leave(w, nil, true)
+			if h := q.leave(w, nil, true); h != nil {
+				// Granted as ctx ended: the lock is held, which is what
+				// the caller asked for (as with x/sync/semaphore).
+				return h, nil
+			}
 			return nil, l.error("acquire", nil, context.Cause(ctx))
 		}
 	}
@@ -155,32 +178,37 @@ func (q *waitQueue) subscribed(gen int, ok bool) {
 	if gen == q.subGen {
 		q.subbed = ok
 	}
+	q.wakeHeadLocked()
 	q.mu.Unlock()
-	q.wakeHead()
 }
 
-// look reports whether w is the head, whether it must attempt (clearing the
-// flag), and the observed expiry.
-func (q *waitQueue) look(w *waiter) (head, attempt bool, expiry time.Time) {
+// look reports whether w is the head, whether it must attempt now (clearing
+// the flag and marking the attempt in flight), the observed expiry, and the
+// grant w received, if any. A waiter being granted the key does not attempt.
+func (q *waitQueue) look(w *waiter) (head, attempt bool, expiry time.Time, held *Held) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	head = len(q.waiters) > 0 && q.waiters[0] == w
-	attempt = w.attempt
-	w.attempt = false
-	return head, attempt, q.expiry
+	if head && w.attempt && !w.granting {
+		attempt = true
+		w.attempt = false
+		w.attempting = true
+	}
+	return head, attempt, q.expiry, w.held
+}
+
+// attempted records the end of w's failed attempt and the expiry it learned.
+func (q *waitQueue) attempted(w *waiter, expiry time.Time) {
+	q.mu.Lock()
+	w.attempting = false
+	q.expiry = expiry
+	q.mu.Unlock()
 }
 
 // mark makes w's next look an attempt.
 func (q *waitQueue) mark(w *waiter) {
 	q.mu.Lock()
 	w.attempt = true
-	q.mu.Unlock()
-}
-
-// observed records the expiry learned from a failed attempt.
-func (q *waitQueue) observed(expiry time.Time) {
-	q.mu.Lock()
-	q.expiry = expiry
 	q.mu.Unlock()
 }
 
@@ -195,46 +223,132 @@ func (q *waitQueue) acquired(h *Held) {
 	q.mu.Unlock()
 }
 
-// leave removes w. The new head is poked: to attempt at once if w gave up
-// (it may have swallowed a wake-up), or just to re-arm its timers if w took the
-// lock. The last waiter out stops the subscription and waits for it to end.
-func (q *waitQueue) leave(w *waiter, h *Held, gaveUp bool) {
+// leave removes w, which took the lock (h) or gave up. The new head is
+// poked: to attempt at once if w gave up (it may have swallowed a wake-up), or
+// just to re-arm its timers if w took the lock. A waiter that gives up while
+// a grant to it is in flight leaves the grant to the releaser (released); one
+// that was granted the key as it gave up gets the grant back, to return. The
+// last waiter out stops the subscription and waits for it to end.
+func (q *waitQueue) leave(w *waiter, h *Held, gaveUp bool) (granted *Held) {
 	q.mu.Lock()
+	if w.held != nil {
+		q.mu.Unlock()
+		return w.held
+	}
+	w.gone = true
+	w.attempting = false
 	if h != nil {
 		q.expiry = h.expiry()
 	}
+	stop, done := q.removeLocked(w, gaveUp && !w.granting, w.attempt)
+	q.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	return nil
+}
+
+// removeLocked takes w out of the queue; q.mu must be held. When w was the
+// head, the new head is poked, and made to attempt if attempt is set. When the
+// queue is left empty, the subscription's stop function and done channel are
+// returned, for the caller to call and wait on once q.mu is released.
+func (q *waitQueue) removeLocked(w *waiter, attempt, pending bool) (stop context.CancelFunc, done chan struct{}) {
 	i := slices.Index(q.waiters, w)
 	if i >= 0 {
 		q.waiters = slices.Delete(q.waiters, i, i+1)
 	}
 	if i == 0 && len(q.waiters) > 0 {
 		next := q.waiters[0]
-		next.attempt = next.attempt || gaveUp || w.attempt
+		next.attempt = next.attempt || attempt || pending
 		pokeWaiter(next)
 	}
-	var stop context.CancelFunc
-	var done chan struct{}
 	if len(q.waiters) == 0 && q.stopSub != nil {
 		stop, done = q.stopSub, q.subDone
 		q.stopSub, q.subDone, q.subbed = nil, nil, false
 	}
-	q.mu.Unlock()
-	if stop != nil {
-		stop()
-		<-done
+	return stop, done
+}
+
+// grantee returns the waiter a release by this Lock's holder (whose fence is
+// given) should grant the key to, marked as being granted: the head, when it
+// is idle (no attempt in flight, no other grant). Nil with PlainKey: valkey-py
+// waiters poll and never register, so grants could starve them.
+func (q *waitQueue) grantee(fence int64) *waiter {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.releasing = fence
+	if q.lock.cfg.PlainKey || len(q.waiters) == 0 {
+		return nil
 	}
+	w := q.waiters[0]
+	if w.attempting || w.granting {
+		return nil
+	}
+	w.granting = true
+	return w
+}
+
+// released settles a release by this Lock's holder: the release script's
+// reply n (0 not owned, -1 released, > 0 the fence of a grant to w) or err.
+// A grant goes to w, or, when w has gone meanwhile, back to the caller, who
+// must release it. Otherwise the head attempts at once: the key may be free.
+func (q *waitQueue) released(w *waiter, n int64, err error, sent time.Time) (orphan *Held) {
+	q.mu.Lock()
+	if w != nil {
+		w.granting = false
+		if err == nil && n > 0 {
+			h := &Held{lock: q.lock, token: w.token, fence: n, acquiredAt: sent}
+			if w.gone {
+				q.mu.Unlock()
+				return h
+			}
+			w.held = h
+			w.gone = true
+			q.expiry = h.expiry()
+			pokeWaiter(w)
+			stop, done := q.removeLocked(w, false, false)
+			q.mu.Unlock()
+			if stop != nil {
+				stop()
+				<-done
+			}
+			return nil
+		}
+	}
+	if w != nil || n == -1 {
+		q.wakeHeadLocked()
+	}
+	q.mu.Unlock()
+	return nil
 }
 
 // wakeHead makes the head attempt. Called from valkey-go's receive goroutine,
 // so it must not block.
 func (q *waitQueue) wakeHead() {
 	q.mu.Lock()
+	q.wakeHeadLocked()
+	q.mu.Unlock()
+}
+
+// wakeHeadLocked is wakeHead with q.mu held.
+func (q *waitQueue) wakeHeadLocked() {
 	if len(q.waiters) > 0 {
 		head := q.waiters[0]
 		head.attempt = true
 		pokeWaiter(head)
 	}
+}
+
+// heardRelease wakes the head for a published release, unless it was this
+// Lock's own holder's, which released already woke the head for.
+func (q *waitQueue) heardRelease(fence int64) {
+	q.mu.Lock()
+	own := fence == q.releasing
 	q.mu.Unlock()
+	if !own {
+		q.wakeHead()
+	}
 }
 
 func pokeWaiter(w *waiter) {
@@ -263,7 +377,7 @@ func (q *waitQueue) startSubscription() {
 			case Unsubscribed:
 				q.subscribed(gen, false)
 			case Released:
-				q.wakeHead()
+				q.heardRelease(ev.Fence)
 			}
 		})
 	}()

@@ -1,0 +1,376 @@
+package lock
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+)
+
+// awaitIdleHead waits until l's queue has a head that is subscribed, not
+// attempting and not about to: a release by l's holder then grants to it.
+func awaitIdleHead(t *testing.T, l *Lock) {
+	t.Helper()
+	q := &l.queue
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		idle := len(q.waiters) > 0 && q.subbed && !q.waiters[0].attempt && !q.waiters[0].attempting
+		q.mu.Unlock()
+		if idle {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queue's head never became idle")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// messages subscribes to l's channel on a connection of its own and returns
+// what is published there, from once the subscription is confirmed.
+func messages(t *testing.T, e *env, l *Lock) <-chan string {
+	t.Helper()
+	c, err := valkey.NewClient(e.srv.ClientOption())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make(chan string, 16)
+	subscribed := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hooked := valkey.WithOnSubscriptionHook(ctx, func(valkey.PubSubSubscription) { close(subscribed) })
+		_ = c.Receive(hooked, c.B().Subscribe().Channel(l.Channel()).Build(), func(m valkey.PubSubMessage) { msgs <- m.Message })
+	}()
+	t.Cleanup(func() { cancel(); <-done; c.Close() })
+	select {
+	case <-subscribed:
+	case <-ctxT(t).Done():
+		t.Fatal("subscription not confirmed")
+	}
+	return msgs
+}
+
+// nextMessage publishes a marker after whatever l's channel got so far and
+// returns the first message: the marker itself when nothing else came.
+func nextMessage(t *testing.T, e *env, l *Lock, msgs <-chan string) string {
+	t.Helper()
+	e.srv.Do(t, "PUBLISH", l.Channel(), "marker")
+	select {
+	case m := <-msgs:
+		return m
+	case <-ctxT(t).Done():
+		t.Fatal("no message, not even the marker")
+		return ""
+	}
+}
+
+// acquireAsync runs l.Acquire(ctx) in a goroutine; its result comes on the
+// returned channels.
+func acquireAsync(ctx context.Context, l *Lock) (<-chan *Held, <-chan error) {
+	got, errc := make(chan *Held, 1), make(chan error, 1)
+	go func() {
+		h, err := l.Acquire(ctx)
+		got <- h
+		errc <- err
+	}()
+	return got, errc
+}
+
+// TestReleaseGrantsToTheNextLocalWaiter: the holder's release hands the key
+// to the idle head of its own Lock in the same script: one script from the
+// release to the waiter holding, a fresh TTL (or none), a higher fence,
+// nothing published.
+func TestReleaseGrantsToTheNextLocalWaiter(t *testing.T) {
+	for _, ttl := range []time.Duration{time.Minute, 0} {
+		t.Run("ttl="+ttl.String(), func(t *testing.T) {
+			e := newEnv(t)
+			l := e.lock(t, "grant", Config{TTL: ttl, RetryInterval: time.Hour})
+			msgs := messages(t, e, l)
+			if err := mustAcquire(t, l).Release(ctxT(t)); err != nil { // the scripts are cached: EVALSHA runs them
+				t.Fatal(err)
+			}
+			h := mustAcquire(t, l)
+			got, errc := acquireAsync(ctxT(t), l)
+			awaitIdleHead(t, l)
+			before := e.srv.CommandCalls(t, "evalsha", "eval")
+			released := time.Now()
+			if err := h.Release(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			w := <-got
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if n := e.srv.CommandCalls(t, "evalsha", "eval") - before; n != 1 {
+				t.Errorf("scripts from the release to the waiter holding = %d; want 1 (the release)", n)
+			}
+			if w.Fence() <= h.Fence() {
+				t.Errorf("granted fence %d; want > %d", w.Fence(), h.Fence())
+			}
+			if got := e.srv.String(t, "GET", l.Key()); got != w.Token() {
+				t.Errorf("GET = %q; want the waiter's token %q", got, w.Token())
+			}
+			if w.AcquiredAt().Before(released) {
+				t.Errorf("AcquiredAt %v is before the release was sent (%v)", w.AcquiredAt(), released)
+			}
+			pttl := e.srv.Int(t, "PTTL", l.Key())
+			if ttl == 0 && pttl != -1 || ttl > 0 && (pttl <= 0 || pttl > ttl.Milliseconds()) {
+				t.Errorf("PTTL = %d; want the configured TTL %v", pttl, ttl)
+			}
+			if m := nextMessage(t, e, l, msgs); m != "marker" {
+				t.Errorf("published %q; a grant publishes nothing without Announce", m)
+			}
+			if err := w.Release(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestGrantYieldsToWaitersOfOtherLocks: while a waiter of another Lock (as
+// another process) is registered, the holder's release is a plain one, so
+// the other Lock's waiter is woken and competes instead of being starved.
+func TestGrantYieldsToWaitersOfOtherLocks(t *testing.T) {
+	e := newEnv(t)
+	local := e.lock(t, "yield", Config{TTL: time.Minute, RetryInterval: time.Hour})
+	other := e.lock(t, "yield", Config{TTL: time.Minute, RetryInterval: time.Hour})
+	msgs := messages(t, e, local)
+	h := mustAcquire(t, local)
+	gotLocal, errLocal := acquireAsync(ctxT(t), local)
+	awaitIdleHead(t, local)
+	gotOther, errOther := acquireAsync(ctxT(t), other)
+	awaitIdleHead(t, other)
+	if w := e.srv.String(t, "GET", local.keys.waiters); w != "*" {
+		t.Fatalf("waiters key = %q; want %q (two Locks waiting)", w, "*")
+	}
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if m, want := <-msgs, releasedMessage(h.Fence()); m != want {
+		t.Fatalf("published %q; want %q: a plain release", m, want)
+	}
+	// Both get the lock in turn, whoever first.
+	for range 2 {
+		var w *Held
+		var err error
+		select {
+		case w = <-gotLocal:
+			err = <-errLocal
+		case w = <-gotOther:
+			err = <-errOther
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Fence() <= h.Fence() {
+			t.Fatalf("fence %d; want > %d", w.Fence(), h.Fence())
+		}
+		h = w
+		if err := w.Release(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestGrantToAWaiterThatGaveUpIsPassedOn: the head gives up while the
+// release that grants to it is held back by the server (CLIENT PAUSE WRITE);
+// the grant lands on nobody's waiter, and the releaser passes it on to the
+// next waiter. The announced events show each step.
+func TestGrantToAWaiterThatGaveUpIsPassedOn(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(t, "gave-up", Config{TTL: time.Minute, RetryInterval: time.Hour, Announce: true})
+	h := mustAcquire(t, l)
+	msgs := messages(t, e, l) // from after the holder's acquisition
+	ctx1, cancel1 := context.WithCancel(ctxT(t))
+	got1, err1 := acquireAsync(ctx1, l)
+	awaitIdleHead(t, l)
+	got2, err2 := acquireAsync(ctxT(t), l)
+	awaitQueued(t, l, 2)
+
+	e.srv.Do(t, "CLIENT", "PAUSE", "10000", "WRITE")
+	released := make(chan error, 1)
+	go func() { released <- h.Release(ctxT(t)) }()
+	awaitBlockedClient(t, e)
+	cancel1()
+	if w, err := <-got1, <-err1; w != nil || err == nil {
+		t.Fatalf("cancelled head: Acquire = %v, %v; want an error", w, err)
+	}
+	e.srv.Do(t, "CLIENT", "UNPAUSE")
+	if err := <-released; err != nil {
+		t.Fatalf("Release = %v", err)
+	}
+	w2 := <-got2
+	if err := <-err2; err != nil {
+		t.Fatal(err)
+	}
+	if got := e.srv.String(t, "GET", l.Key()); got != w2.Token() {
+		t.Fatalf("GET = %q; want the second waiter's token", got)
+	}
+	events := fourMessages(t, msgs)
+	g := events[1]
+	want := []string{releasedMessage(h.Fence()), g, "released:" + g[len("acquired:"):], "acquired:" + strconv.FormatInt(w2.Fence(), 10)}
+	if !slices.Equal(events, want) || g == want[3] || !strings.HasPrefix(g, "acquired:") {
+		t.Fatalf("published %q; want release, grant to the first waiter, its release, grant to the second: %q", events, want)
+	}
+	if err := w2.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLostGrantReplyIsTakenBack: the release that grants is held back until
+// its caller's context has ended, so its outcome is unknown to the caller:
+// the grant happens on the server, the caller's cleanup takes it back by the
+// waiter's token, and the waiter then acquires by itself.
+func TestLostGrantReplyIsTakenBack(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(t, "lost-grant", Config{TTL: time.Minute, RetryInterval: time.Hour, Announce: true})
+	if err := mustAcquire(t, l).Release(ctxT(t)); err != nil { // EVALSHA will run the release: no NOSCRIPT, no EVAL after the cancel
+		t.Fatal(err)
+	}
+	h := mustAcquire(t, l)
+	msgs := messages(t, e, l) // from after the holder's acquisition
+	got, errc := acquireAsync(ctxT(t), l)
+	awaitIdleHead(t, l)
+
+	// Writes resume by themselves, well before the cleanup's one-second
+	// bound: a cleanup that timed out would close the connection, and the
+	// held-back script would never run.
+	e.srv.Do(t, "CLIENT", "PAUSE", "500", "WRITE")
+	// No deadline: valkey-go sends a call with a deadline synchronously,
+	// and it would wait for the server instead of returning on cancel.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	released := make(chan error, 1)
+	go func() { released <- h.Release(ctx) }()
+	awaitBlockedClient(t, e)
+	cancel() // the release script is at the server: its reply will be lost
+	err := <-released
+	wantErr(t, "Release cancelled in flight", err, context.Canceled)
+	w := <-got
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got := e.srv.String(t, "GET", l.Key()); got != w.Token() {
+		t.Fatalf("GET = %q; want the waiter's token", got)
+	}
+	events := fourMessages(t, msgs)
+	g := events[1]
+	want := []string{releasedMessage(h.Fence()), g, "released:" + g[len("acquired:"):], "acquired:" + strconv.FormatInt(w.Fence(), 10)}
+	if !slices.Equal(events, want) || g == want[3] || !strings.HasPrefix(g, "acquired:") {
+		t.Fatalf("published %q; want release, grant, its cleanup, the waiter's own acquisition: %q", events, want)
+	}
+	if err := w.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fourMessages returns the next four messages of msgs.
+func fourMessages(t *testing.T, msgs <-chan string) []string {
+	t.Helper()
+	var got []string
+	for len(got) < 4 {
+		select {
+		case m := <-msgs:
+			got = append(got, m)
+		case <-ctxT(t).Done():
+			t.Fatalf("messages %q; want four", got)
+		}
+	}
+	return got
+}
+
+// awaitBlockedClient waits until the server holds back a client (CLIENT
+// PAUSE): the call under test reached it.
+func awaitBlockedClient(t *testing.T, e *env) {
+	t.Helper()
+	const n = 1
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := strconv.Atoi(e.srv.Info(t, "clients")["blocked_clients"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blocked clients = %d; want %d", b, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestTwoLocksContendFairly: two Locks on one name (as two processes), four
+// workers each, loop acquire + release. Grants inside one Lock must not
+// starve the other: both finish, and exclusion holds throughout.
+func TestTwoLocksContendFairly(t *testing.T) {
+	e := newEnv(t)
+	other, err := New(e.srv.Client(t), "two", Config{TTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	locks := []*Lock{e.lock(t, "two", Config{TTL: 10 * time.Second}), other}
+	const perLock, rounds = 4, 25
+	var inside, maxInside atomic.Int32
+	var wg sync.WaitGroup
+	counts := make([]atomic.Int32, len(locks))
+	var mu sync.Mutex
+	var order []int // which Lock held, acquisition by acquisition
+	for i, l := range locks {
+		for range perLock {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range rounds {
+					h, err := l.Acquire(ctxT(t))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if n := inside.Add(1); n > maxInside.Load() {
+						maxInside.Store(n)
+					}
+					counts[i].Add(1)
+					mu.Lock()
+					order = append(order, i)
+					mu.Unlock()
+					inside.Add(-1)
+					if err := h.Release(ctxT(t)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if maxInside.Load() != 1 {
+		t.Fatalf("max holders at once = %d; want 1", maxInside.Load())
+	}
+	for i := range counts {
+		if n := counts[i].Load(); n != perLock*rounds {
+			t.Fatalf("lock %d: %d acquisitions; want %d", i, n, perLock*rounds)
+		}
+	}
+	// A Lock granting among its own waiters while the other's wait would
+	// switch holders only at the other's fallback attempts (a second apart).
+	switches := 0
+	for k := 1; k < len(order); k++ {
+		if order[k] != order[k-1] {
+			switches++
+		}
+	}
+	t.Logf("holder switched between the Locks %d times in %d acquisitions", switches, len(order))
+	if switches < rounds {
+		t.Fatalf("holder switched between the Locks %d times in %d acquisitions; want at least %d", switches, len(order), rounds)
+	}
+}
