@@ -12,7 +12,8 @@
 //
 // On the server an acquisition is SET key token NX PX ttl, made in one script
 // that also issues the fencing token; release is a compare-and-delete script
-// that publishes on the lock's channel. Acquire plus Release is two round trips.
+// that publishes on the lock's channel when a waiter has registered there.
+// Acquire plus Release is two round trips and seven server commands.
 //
 // # Guarantees and limits
 //
@@ -31,17 +32,24 @@
 // # Waiting
 //
 // Blocked Acquire calls on one *Lock queue in FIFO order; only the first talks
-// to the server. It attempts when a release is published, when the holder's
-// TTL as reported by the last failed attempt runs out, when the subscription
-// is (re)established, and otherwise on a fallback: every RetryInterval until
-// releases can be heard (and always with PlainKey), ten times that once the
-// subscription is confirmed. One
-// release therefore wakes one attempt per process, and a crashed holder is
-// replaced within a round trip of its TTL's end.
+// to the server, and its failed attempts register the *Lock as waiting, which
+// makes releases publish. It attempts when a release is published, when the
+// holder's TTL as reported by the last failed attempt runs out, when the
+// subscription is (re)established, and otherwise on a fallback: every
+// RetryInterval until releases can be heard (and always with PlainKey), ten
+// times that once the subscription is confirmed. One release therefore wakes
+// one attempt per process, and a crashed holder is replaced within a round
+// trip of its TTL's end.
+//
+// A release by a holder of the same *Lock grants the key straight to the
+// first waiter, in the release's own script, unless waiters of another *Lock
+// (another process) are registered: goroutines of one process hand the lock
+// on in one round trip, and never starve other processes' waiters.
 //
 // # Keys
 //
 // The lock key is KeyPrefix+name (or name itself with PlainKey, compatible with
-// valkey-py's Lock). The fence counter and the release channel derive from the
-// key with a shared hash tag, so every script stays on one cluster slot.
+// valkey-py's Lock). The fence counter, the waiters key and the channel derive
+// from the key with a shared hash tag, so every script stays on one cluster
+// slot.
 package lock

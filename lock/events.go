@@ -20,6 +20,7 @@ const (
 	// until the next Subscribed.
 	Unsubscribed
 	// Acquired: an acquisition succeeded; Event.Fence is its fencing token.
+	// Published only by Locks with Config.Announce.
 	Acquired
 	// Released: a holder released the lock; Event.Fence is its fencing token.
 	Released
@@ -49,6 +50,11 @@ const resubscribePause = 50 * time.Millisecond
 // existing connection. fn must not block: Subscribed is reported from
 // valkey-go's connection goroutine, the others from Follow's. Follow returns
 // when ctx ends.
+//
+// What is published depends on the acquirers' Config, not the follower's:
+// Locks with Announce publish every acquisition and release; others publish a
+// release only when a blocked Acquire has registered, and no acquisition.
+// Follow a lock whose acquirers announce (elections do) to see every change.
 //
 // Blocked Acquire calls and election watchers are built on it.
 func (l *Lock) Follow(ctx context.Context, fn func(Event)) {

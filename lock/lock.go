@@ -171,11 +171,14 @@ func (l *Lock) TryAcquire(ctx context.Context, opts ...AcquireOption) (*Held, er
 // (ErrNotAcquired) or ctx ends (an error wrapping ctx.Err()). It is not
 // re-entrant: a second Acquire by the same goroutine waits like any other.
 //
-// While waiting it does not poll: it wakes when a holder releases (the
-// release script publishes) and at the moment the holder's TTL runs out (a
-// failed attempt returns the remaining TTL). RetryInterval paces attempts
-// only when neither happens, for lost notifications and valkey-py holders.
-// A blocking timeout shorter than RetryInterval makes exactly one attempt.
+// While waiting it does not poll: it wakes when a holder releases (its failed
+// attempts register it on the server, so the release script publishes) and at
+// the moment the holder's TTL runs out (a failed attempt returns the remaining
+// TTL). RetryInterval paces attempts only when neither happens, for lost
+// notifications and valkey-py holders. A blocking timeout shorter than
+// RetryInterval makes exactly one attempt. When the holder is an acquisition
+// of the same *Lock, its release may grant the key to this call directly (see
+// Held.Release); a grant that lands as ctx ends is returned, not dropped.
 //
 // When ctx ends or the connection fails while an attempt is in flight, the
 // attempt may have succeeded on the server; Acquire then deletes the key by
