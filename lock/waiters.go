@@ -28,8 +28,8 @@ import (
 // instead (releaseScript), unless waiters of another Lock are registered: the
 // head then holds without an attempt of its own.
 //
-// The subscription is started by the first waiter and stopped, and joined, by
-// the last one to leave. With RESP3 valkey-go carries it on the client's
+// The subscription is started by the first waiter and stopped by the last one
+// to leave; its goroutine ends on its own, after that waiter has returned. With RESP3 valkey-go carries it on the client's
 // shared connection, so waiters never cost a connection each.
 type waitQueue struct {
 	lock *Lock
@@ -39,7 +39,6 @@ type waitQueue struct {
 	expiry    time.Time  // when the current holder's key expires, as last observed; zero when unknown or never
 	releasing int64      // fence of the last release by this Lock's holder: its message needs no wake-up
 	stopSub   context.CancelFunc
-	subDone   chan struct{}
 	subGen    int  // generation of the running subscription
 	subbed    bool // the server confirmed subscription subGen and it has not ended since
 }
@@ -227,8 +226,7 @@ func (q *waitQueue) acquired(h *Held) {
 // poked: to attempt at once if w gave up (it may have swallowed a wake-up), or
 // just to re-arm its timers if w took the lock. A waiter that gives up while
 // a grant to it is in flight leaves the grant to the releaser (released); one
-// that was granted the key as it gave up gets the grant back, to return. The
-// last waiter out stops the subscription and waits for it to end.
+// that was granted the key as it gave up gets the grant back, to return.
 func (q *waitQueue) leave(w *waiter, h *Held, gaveUp bool) (granted *Held) {
 	q.mu.Lock()
 	if w.held != nil {
@@ -240,20 +238,17 @@ func (q *waitQueue) leave(w *waiter, h *Held, gaveUp bool) (granted *Held) {
 	if h != nil {
 		q.expiry = h.expiry()
 	}
-	stop, done := q.removeLocked(w, gaveUp && !w.granting, w.attempt)
+	q.removeLocked(w, gaveUp && !w.granting, w.attempt)
 	q.mu.Unlock()
-	if stop != nil {
-		stop()
-		<-done
-	}
 	return nil
 }
 
 // removeLocked takes w out of the queue; q.mu must be held. When w was the
-// head, the new head is poked, and made to attempt if attempt is set. When the
-// queue is left empty, the subscription's stop function and done channel are
-// returned, for the caller to call and wait on once q.mu is released.
-func (q *waitQueue) removeLocked(w *waiter, attempt, pending bool) (stop context.CancelFunc, done chan struct{}) {
+// head, the new head is poked, and made to attempt if attempt or pending is
+// set. The last waiter out stops the subscription without waiting for its
+// goroutine, which would put a goroutine switch on the path of every Acquire
+// that waited.
+func (q *waitQueue) removeLocked(w *waiter, attempt, pending bool) {
 	i := slices.Index(q.waiters, w)
 	if i >= 0 {
 		q.waiters = slices.Delete(q.waiters, i, i+1)
@@ -264,10 +259,9 @@ func (q *waitQueue) removeLocked(w *waiter, attempt, pending bool) (stop context
 		pokeWaiter(next)
 	}
 	if len(q.waiters) == 0 && q.stopSub != nil {
-		stop, done = q.stopSub, q.subDone
-		q.stopSub, q.subDone, q.subbed = nil, nil, false
+		q.stopSub()
+		q.stopSub, q.subbed = nil, false
 	}
-	return stop, done
 }
 
 // grantee returns the waiter a release by this Lock's holder (whose fence is
@@ -307,12 +301,8 @@ func (q *waitQueue) released(w *waiter, n int64, err error, sent time.Time) (orp
 			w.gone = true
 			q.expiry = h.expiry()
 			pokeWaiter(w)
-			stop, done := q.removeLocked(w, false, false)
+			q.removeLocked(w, false, false)
 			q.mu.Unlock()
-			if stop != nil {
-				stop()
-				<-done
-			}
 			return nil
 		}
 	}
@@ -364,12 +354,11 @@ func pokeWaiter(w *waiter) {
 // connection and the next subscription the fallback tick covers.
 func (q *waitQueue) startSubscription() {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	q.subGen++
 	gen := q.subGen
-	q.stopSub, q.subDone, q.subbed = cancel, done, false
+	q.stopSub, q.subbed = cancel, false
 	go func() {
-		defer close(done)
+		// Events of a stopped generation at most wake the head once more.
 		q.lock.Follow(ctx, func(ev Event) {
 			switch ev.Kind {
 			case Subscribed:
