@@ -313,15 +313,8 @@ func (q *waitQueue) released(w *waiter, n int64, err error, sent time.Time) (orp
 	return nil
 }
 
-// wakeHead makes the head attempt. Called from valkey-go's receive goroutine,
-// so it must not block.
-func (q *waitQueue) wakeHead() {
-	q.mu.Lock()
-	q.wakeHeadLocked()
-	q.mu.Unlock()
-}
-
-// wakeHeadLocked is wakeHead with q.mu held.
+// wakeHeadLocked makes the head attempt; q.mu must be held. Called from
+// valkey-go's receive goroutine, so it must not block.
 func (q *waitQueue) wakeHeadLocked() {
 	if len(q.waiters) > 0 {
 		head := q.waiters[0]
@@ -334,11 +327,10 @@ func (q *waitQueue) wakeHeadLocked() {
 // Lock's own holder's, which released already woke the head for.
 func (q *waitQueue) heardRelease(fence int64) {
 	q.mu.Lock()
-	own := fence == q.releasing
-	q.mu.Unlock()
-	if !own {
-		q.wakeHead()
+	if fence != q.releasing {
+		q.wakeHeadLocked()
 	}
+	q.mu.Unlock()
 }
 
 func pokeWaiter(w *waiter) {
