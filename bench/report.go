@@ -29,7 +29,7 @@ func report(info reportInfo, ran []scenario, results map[string]*result) string 
 		fmt.Fprintf(&b, "\n**%s. %s**", s.id, s.name)
 		switch s.id {
 		case "1":
-			b.WriteString(": one goroutine, TryLock + unlock; ops/s median of rounds, latency percentiles over all rounds.\n\n")
+			b.WriteString(": one goroutine, TryLock + unlock; the implementations interleaved op by op (A B C ... A B C, for one window each per round), so the machine's noise hits them alike; ops/s is one over the mean latency, median of rounds; latency percentiles over all rounds.\n\n")
 			row(&b, "implementation", "ops/s", "÷ baton", "p50 µs", "p99 µs", "cmds/op")
 			for _, p := range peers {
 				r := results[p.name]

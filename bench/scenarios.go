@@ -48,22 +48,24 @@ type result struct {
 	soloErrs []string // scenarios 6 and 7
 }
 
-// scenario is one numbered scenario of the run.
+// scenario is one numbered scenario of the run: run once per implementation
+// per round, or joint once per round for all implementations together.
 type scenario struct {
-	id   string
-	name string
-	run  func(ctx context.Context, e *env, p peer, tag string, r *result) error
-	solo bool // baton only, run once rather than once per round
+	id    string
+	name  string
+	run   func(ctx context.Context, e *env, p peer, tag string, r *result) error
+	joint func(ctx context.Context, e *env, tag string, results map[string]*result) error
+	solo  bool // baton only, run once rather than once per round
 }
 
 var scenarios = []scenario{
-	{"1", "sequential acquire + release, one key", runSequential, false},
-	{"2", "64 goroutines, distinct keys", runParallel, false},
-	{"3", "16 goroutines, one key", runContended, false},
-	{"4", "handoff to a blocked waiter", runHandoff, false},
-	{"5", "takeover after a crashed holder", runTakeover, false},
-	{"6", "election failover", runElection, true},
-	{"7", "many leases on one connection", runLeases, true},
+	{"1", "sequential acquire + release, one key", nil, runSequential, false},
+	{"2", "64 goroutines, distinct keys", runParallel, nil, false},
+	{"3", "16 goroutines, one key", runContended, nil, false},
+	{"4", "handoff to a blocked waiter", runHandoff, nil, false},
+	{"5", "takeover after a crashed holder", runTakeover, nil, false},
+	{"6", "election failover", runElection, nil, true},
+	{"7", "many leases on one connection", runLeases, nil, true},
 }
 
 const (
@@ -107,42 +109,88 @@ func commandsSince(ctx context.Context, e *env, c0 int64) (int64, error) {
 	return c1 - c0 - 1, err
 }
 
-// runSequential: one goroutine, TryLock + unlock on one key, for e.dur.
-func runSequential(ctx context.Context, e *env, p peer, tag string, r *result) error {
-	im, err := open(e, p)
-	if err != nil {
-		return err
+// runSequential: one goroutine, TryLock + unlock on one key per
+// implementation, the implementations interleaved op by op (A B C ... A B C,
+// each going first in turn) for e.dur per implementation, so that the
+// machine's noise hits them alike: one-second windows taken in turn moved the
+// ratios by 15% from run to run, more than the differences measured. ops/s is
+// one over the mean latency. Server commands per op are counted before, one
+// implementation at a time: the server's counter cannot tell interleaved ops
+// apart. An implementation that fails leaves the rotation.
+func runSequential(ctx context.Context, e *env, tag string, results map[string]*result) error {
+	const countedOps = 50
+	ims := make([]impl, len(peers))
+	keys := make([]string, len(peers))
+	fail := func(i int, err error) {
+		r := results[peers[i].name]
+		r.errs = append(r.errs, fmt.Sprintf("scenario 1 %s: %v", tag, err))
+		ims[i] = nil
 	}
-	defer im.Close()
-	key := "seq:" + tag
-	for range warmOps {
-		if err := tryOnce(ctx, im, key); err != nil {
-			return err
+	for i, p := range peers {
+		im, err := open(e, p)
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		defer im.Close()
+		ims[i], keys[i] = im, fmt.Sprintf("seq:%s:%d", tag, i)
+		for range warmOps {
+			if err := tryOnce(ctx, im, keys[i]); err != nil {
+				fail(i, err)
+				break
+			}
 		}
 	}
-	c0, err := e.srv.commands(ctx)
-	if err != nil {
-		return err
+	for i, im := range ims {
+		if im == nil {
+			continue
+		}
+		c0, err := e.srv.commands(ctx)
+		if err != nil {
+			return err
+		}
+		for range countedOps {
+			if err := tryOnce(ctx, im, keys[i]); err != nil {
+				fail(i, err)
+				break
+			}
+		}
+		cmds, err := commandsSince(ctx, e, c0)
+		if err != nil {
+			return err
+		}
+		if ims[i] != nil {
+			results[peers[i].name].seqCmds = append(results[peers[i].name].seqCmds, float64(cmds)/countedOps)
+		}
 	}
-	var lat []time.Duration
+	lat := make([][]time.Duration, len(ims))
+	spent := make([]time.Duration, len(ims))
 	start := time.Now()
-	for time.Since(start) < e.dur {
-		t := time.Now()
-		if err := tryOnce(ctx, im, key); err != nil {
-			return err
+	for k := 0; time.Since(start) < e.dur*time.Duration(len(ims)); k++ {
+		for j := range ims {
+			i := (j + k) % len(ims)
+			if ims[i] == nil {
+				continue
+			}
+			t := time.Now()
+			if err := tryOnce(ctx, ims[i], keys[i]); err != nil {
+				fail(i, err)
+				continue
+			}
+			d := time.Since(t)
+			lat[i] = append(lat[i], d)
+			spent[i] += d
 		}
-		lat = append(lat, time.Since(t))
 	}
-	elapsed := time.Since(start)
-	cmds, err := commandsSince(ctx, e, c0)
-	if err != nil {
-		return err
+	for i, p := range peers {
+		if ims[i] == nil || len(lat[i]) == 0 {
+			continue
+		}
+		r := results[p.name]
+		r.seqOps = append(r.seqOps, float64(len(lat[i]))/spent[i].Seconds())
+		r.seqLat = append(r.seqLat, lat[i]...)
 	}
-	n := float64(len(lat))
-	r.seqOps = append(r.seqOps, n/elapsed.Seconds())
-	r.seqCmds = append(r.seqCmds, float64(cmds)/n)
-	r.seqLat = append(r.seqLat, lat...)
-	return nil
+	return ctx.Err()
 }
 
 // runParallel: 64 goroutines on one instance, each TryLock + unlock on a key
