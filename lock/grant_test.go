@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,12 +213,7 @@ func TestGrantToAWaiterThatGaveUpIsPassedOn(t *testing.T) {
 	if got := e.srv.String(t, "GET", l.Key()); got != w2.Token() {
 		t.Fatalf("GET = %q; want the second waiter's token", got)
 	}
-	events := fourMessages(t, msgs)
-	g := events[1]
-	want := []string{releasedMessage(h.Fence()), g, "released:" + g[len("acquired:"):], "acquired:" + strconv.FormatInt(w2.Fence(), 10)}
-	if !slices.Equal(events, want) || g == want[3] || !strings.HasPrefix(g, "acquired:") {
-		t.Fatalf("published %q; want release, grant to the first waiter, its release, grant to the second: %q", events, want)
-	}
+	wantGrantTakenBack(t, msgs, h, w2, "release, grant to the first waiter, its release, grant to the second")
 	if err := w2.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -262,19 +255,16 @@ func TestLostGrantReplyIsTakenBack(t *testing.T) {
 	if got := e.srv.String(t, "GET", l.Key()); got != w.Token() {
 		t.Fatalf("GET = %q; want the waiter's token", got)
 	}
-	events := fourMessages(t, msgs)
-	g := events[1]
-	want := []string{releasedMessage(h.Fence()), g, "released:" + g[len("acquired:"):], "acquired:" + strconv.FormatInt(w.Fence(), 10)}
-	if !slices.Equal(events, want) || g == want[3] || !strings.HasPrefix(g, "acquired:") {
-		t.Fatalf("published %q; want release, grant, its cleanup, the waiter's own acquisition: %q", events, want)
-	}
+	wantGrantTakenBack(t, msgs, h, w, "release, grant, its cleanup, the waiter's own acquisition")
 	if err := w.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// fourMessages returns the next four messages of msgs.
-func fourMessages(t *testing.T, msgs <-chan string) []string {
+// wantGrantTakenBack checks the next four messages of an announcing lock: h
+// released with a grant, the granted acquisition released again, and last
+// acquired with a fence of its own.
+func wantGrantTakenBack(t *testing.T, msgs <-chan string, h, last *Held, what string) {
 	t.Helper()
 	var got []string
 	for len(got) < 4 {
@@ -285,7 +275,11 @@ func fourMessages(t *testing.T, msgs <-chan string) []string {
 			t.Fatalf("messages %q; want four", got)
 		}
 	}
-	return got
+	g, ok := strings.CutPrefix(got[1], "acquired:")
+	want := []string{releasedMessage(h.Fence()), got[1], "released:" + g, "acquired:" + strconv.FormatInt(last.Fence(), 10)}
+	if !ok || !slices.Equal(got, want) || got[1] == want[3] {
+		t.Fatalf("published %q; want %s: %q", got, what, want)
+	}
 }
 
 // awaitBlockedClient waits until the server holds back a client (CLIENT
@@ -318,49 +312,8 @@ func TestTwoLocksContendFairly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	locks := []*Lock{e.lock(t, "two", Config{TTL: 10 * time.Second}), other}
-	const perLock, rounds = 4, 25
-	var inside, maxInside atomic.Int32
-	var wg sync.WaitGroup
-	counts := make([]atomic.Int32, len(locks))
-	var mu sync.Mutex
-	var order []int // which Lock held, acquisition by acquisition
-	for i, l := range locks {
-		for range perLock {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for range rounds {
-					h, err := l.Acquire(ctxT(t))
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					if n := inside.Add(1); n > maxInside.Load() {
-						maxInside.Store(n)
-					}
-					counts[i].Add(1)
-					mu.Lock()
-					order = append(order, i)
-					mu.Unlock()
-					inside.Add(-1)
-					if err := h.Release(ctxT(t)); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	if maxInside.Load() != 1 {
-		t.Fatalf("max holders at once = %d; want 1", maxInside.Load())
-	}
-	for i := range counts {
-		if n := counts[i].Load(); n != perLock*rounds {
-			t.Fatalf("lock %d: %d acquisitions; want %d", i, n, perLock*rounds)
-		}
-	}
+	const rounds = 25
+	order := contend(t, []*Lock{e.lock(t, "two", Config{TTL: 10 * time.Second}), other}, 4, rounds)
 	// A Lock granting among its own waiters while the other's wait would
 	// switch holders only at the other's fallback attempts (a second apart).
 	switches := 0

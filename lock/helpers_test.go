@@ -3,6 +3,8 @@ package lock
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,4 +88,52 @@ func retryUnavailable(t *testing.T, op func() error) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// contend runs perLock goroutines on each of locks (the same name, as separate
+// processes would hold it), each looping Acquire + Release rounds times. It
+// fails the test if two ever hold at once or a worker falls short, and returns
+// which Lock held, acquisition by acquisition.
+func contend(t *testing.T, locks []*Lock, perLock, rounds int) (order []int) {
+	t.Helper()
+	var inside, maxInside atomic.Int32
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	counts := make([]int, len(locks)*perLock)
+	for i, l := range locks {
+		for k := range perLock {
+			w := i*perLock + k
+			wg.Go(func() {
+				for range rounds {
+					h, err := l.Acquire(ctxT(t))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if n := inside.Add(1); n > maxInside.Load() {
+						maxInside.Store(n)
+					}
+					mu.Lock()
+					order = append(order, i)
+					counts[w]++
+					mu.Unlock()
+					inside.Add(-1)
+					if err := h.Release(ctxT(t)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if maxInside.Load() != 1 {
+		t.Fatalf("max holders at once = %d; want 1", maxInside.Load())
+	}
+	for w, c := range counts {
+		if c != rounds {
+			t.Fatalf("worker %d acquired %d times; want %d", w, c, rounds)
+		}
+	}
+	return order
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -231,43 +230,7 @@ func TestCancelRacingTheSetLeavesNoKey(t *testing.T) {
 
 func TestContendedWaitersExcludeAndAllFinish(t *testing.T) {
 	e := newEnv(t)
-	l := e.lock(t, "contended", Config{TTL: 10 * time.Second})
-	const workers, rounds = 8, 25
-	var inside, maxInside atomic.Int32
-	counts := make([]int, workers)
-	var wg sync.WaitGroup
-	for i := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range rounds {
-				h, err := l.Acquire(ctxT(t))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				n := inside.Add(1)
-				if n > maxInside.Load() {
-					maxInside.Store(n)
-				}
-				counts[i]++
-				inside.Add(-1)
-				if err := h.Release(ctxT(t)); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if maxInside.Load() != 1 {
-		t.Fatalf("max holders at once = %d; want 1", maxInside.Load())
-	}
-	for i, c := range counts {
-		if c != rounds {
-			t.Fatalf("worker %d acquired %d times; want %d", i, c, rounds)
-		}
-	}
+	contend(t, []*Lock{e.lock(t, "contended", Config{TTL: 10 * time.Second})}, 8, 25)
 }
 
 // TestLocalWaitersDoNotStampede: with many waiters in one process, each
