@@ -29,8 +29,9 @@ import (
 // head then holds without an attempt of its own.
 //
 // The subscription is started by the first waiter and stopped by the last one
-// to leave; its goroutine ends on its own, after that waiter has returned. With RESP3 valkey-go carries it on the client's
-// shared connection, so waiters never cost a connection each.
+// to leave; its goroutine ends on its own, after that waiter has returned.
+// With RESP3 valkey-go carries it on the client's shared connection, so
+// waiters never cost a connection each.
 type waitQueue struct {
 	lock *Lock
 
