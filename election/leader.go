@@ -134,7 +134,8 @@ func sameLeader(a, b callbacks.Leader) bool {
 // be observed as one change.
 //
 // Watch does not poll. It subscribes to the election's channel, on which
-// every acquisition and release is published, and re-reads the leader on
+// electors publish every acquisition and release (their locks announce: see
+// lock.Config.Announce), and re-reads the leader on
 // each message; it re-reads at the moment the leader's TTL runs out, since
 // an expiry is not published; and it re-reads every fallback interval
 // (WithFallbackInterval) for anything else. Read errors are logged and
