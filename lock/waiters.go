@@ -59,7 +59,7 @@ type waiter struct {
 // wait enqueues a waiter and returns when it holds the lock or ctx ends.
 func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 	l := q.lock
-	reg := quietFallback * 3 * o.retryInterval // outlives the head's longest pause between attempts
+	reg := registration(o.retryInterval)
 	// Fast path: nobody of ours is queued, so one attempt may do.
 	q.mu.Lock()
 	queued := len(q.waiters) > 0
@@ -154,6 +154,17 @@ func (q *waitQueue) join(w *waiter, expiry time.Time) {
 			q.startSubscription()
 		}
 	}
+}
+
+// registration is how long a failed attempt's registration lives: three times
+// the head's longest pause between attempts, so each attempt renews it in
+// time; capped, so that a huge RetryInterval cannot overflow it.
+func registration(retry time.Duration) time.Duration {
+	const maxRegistration = 30 * 24 * time.Hour
+	if retry >= maxRegistration/(3*quietFallback) {
+		return maxRegistration
+	}
+	return 3 * quietFallback * retry
 }
 
 // quietFallback multiplies the retry interval while releases are heard: the
