@@ -163,7 +163,7 @@ func (e *Elector) campaignLoop(ctx context.Context, d *callbacks.Dispatcher, obs
 			// or the lease refused it. Give the key back and campaign again.
 			e.log.Warn("election: acquired the lock but cannot lead; released it", "fence", h.Fence(), "error", err)
 			if !errors.Is(err, lease.ErrLost) { // begin released a lost lease itself
-				e.releaseHeld(ctx, h)
+				_ = e.releaseKey(context.WithoutCancel(ctx), h.Fence(), h.Release)
 			}
 			if !sleep(ctx, bo.NextBackOff()) {
 				return
@@ -370,11 +370,7 @@ func (e *Elector) finish(t *term) {
 // release gives the key back with a context bounded by RetryPeriod, so a
 // server that cannot be reached delays the step-down by at most that.
 func (e *Elector) release(t *term) error {
-	ctx, span := e.tracer.startRelease(t.stepCtx, t.cb.Fence)
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.RetryPeriod)
-	defer cancel()
-	err := retryRelease(ctx, t.lease.Release)
-	endRelease(span, err)
+	err := e.releaseKey(t.stepCtx, t.cb.Fence, t.lease.Release)
 	if err != nil && (errors.Is(err, lock.ErrNotOwned) || errors.Is(err, lease.ErrLost)) {
 		return nil // gone already: the leadership is released all the same
 	}
@@ -385,23 +381,21 @@ func (e *Elector) release(t *term) error {
 // if the server still stores its token. Failing is not an error: the key
 // expires by its TTL.
 func (e *Elector) releaseLease(ctx context.Context, ls *lease.Lease) {
-	ctx, span := e.tracer.startRelease(ctx, ls.Fence())
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RetryPeriod)
-	defer cancel()
-	err := retryRelease(ctx, ls.Release)
-	endRelease(span, err)
-	if err != nil {
+	if err := e.releaseKey(context.WithoutCancel(ctx), ls.Fence(), ls.Release); err != nil {
 		e.log.Debug("election: release of a lost term failed; the key expires by its ttl", "fence", ls.Fence(), "error", err)
 	}
 }
 
-// releaseHeld releases an acquisition that never got a lease.
-func (e *Elector) releaseHeld(ctx context.Context, h *lock.Held) {
-	ctx, span := e.tracer.startRelease(ctx, h.Fence())
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RetryPeriod)
+// releaseKey runs release (a lease's or an acquisition's) in an
+// election.release span, retrying transport failures for at most
+// RetryPeriod.
+func (e *Elector) releaseKey(ctx context.Context, fence int64, release func(context.Context) error) error {
+	ctx, span := e.tracer.startRelease(ctx, fence)
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RetryPeriod)
 	defer cancel()
-	err := retryRelease(ctx, h.Release)
+	err := retryRelease(ctx, release)
 	endRelease(span, err)
+	return err
 }
 
 // retryRelease calls release until it succeeds, finds the key gone, or ctx

@@ -46,11 +46,7 @@ func TestResignHandsOver(t *testing.T) {
 		t.Errorf("resign -> standby elected took %v; want well under the retry period %v", d, testRetryPeriod)
 	}
 
-	for _, c := range cs {
-		c.stop()
-		c.checkCallbacks(t)
-	}
-	g.checkExclusive(t)
+	g.finish(t, cs)
 }
 
 func TestExactlyOneLeaderAcrossResigns(t *testing.T) {
@@ -79,11 +75,7 @@ func TestExactlyOneLeaderAcrossResigns(t *testing.T) {
 		ev, cur = next, after
 	}
 	t.Logf("resign -> next OnElected, 3 candidates: %v", handoffs)
-	for _, c := range cs {
-		c.stop()
-		c.checkCallbacks(t)
-	}
-	g.checkExclusive(t)
+	g.finish(t, cs)
 }
 
 func TestTakeoverAfterTTLWhenLeaderStopsWithoutRelease(t *testing.T) {
@@ -107,11 +99,7 @@ func TestTakeoverAfterTTLWhenLeaderStopsWithoutRelease(t *testing.T) {
 	if next.at.Before(expiry) {
 		t.Errorf("standby elected at %v, before the kept key could expire (%v)", next.at, expiry)
 	}
-	for _, c := range cs {
-		c.stop()
-		c.checkCallbacks(t)
-	}
-	g.checkExclusive(t)
+	g.finish(t, cs)
 }
 
 func TestReleaseOnCancelByDefault(t *testing.T) {
@@ -132,11 +120,7 @@ func TestReleaseOnCancelByDefault(t *testing.T) {
 	if _, cur = g.log.await(t, 0, "OnLost of the stopped leader", lostBy(leader.id)); cur == 0 {
 		t.Fatal("unreachable")
 	}
-	for _, c := range cs {
-		c.stop()
-		c.checkCallbacks(t)
-	}
-	g.checkExclusive(t)
+	g.finish(t, cs)
 }
 
 func TestRunTwiceIsAnError(t *testing.T) {
@@ -314,11 +298,7 @@ func TestCallbackOrderUnderChurn(t *testing.T) {
 		})
 		fences = append(fences, ev.fence)
 	}
-	for _, c := range cs {
-		c.stop()
-		c.checkCallbacks(t)
-	}
-	g.checkExclusive(t)
+	g.finish(t, cs)
 	if !slices.IsSorted(fences) {
 		t.Errorf("term fences %v; want increasing", fences)
 	}

@@ -95,11 +95,7 @@ func TestServerPausedLongerThanTTL(t *testing.T) {
 			t.Errorf("%s.IsLeader() after the resume = %v; want %v", c.id, got, want)
 		}
 	}
-	for _, c := range cs {
-		c.stop()
-		c.checkCallbacks(t)
-	}
-	g.checkExclusive(t)
+	g.finish(t, cs)
 }
 
 // TestServerRestarted kills the server and starts an empty one on the same

@@ -299,6 +299,17 @@ func (c *candidate) checkCallbacks(t testing.TB) {
 	}
 }
 
+// finish stops every candidate, checks each one's callbacks, and checks that
+// no two OnElected ran at once.
+func (g *group) finish(t testing.TB, cs []*candidate) {
+	t.Helper()
+	for _, c := range cs {
+		c.stop()
+		c.checkCallbacks(t)
+	}
+	g.checkExclusive(t)
+}
+
 // checkExclusive verifies that no two OnElected ran at once.
 func (g *group) checkExclusive(t testing.TB) {
 	t.Helper()
