@@ -3,6 +3,7 @@ package lock
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -24,7 +25,8 @@ const (
 type Config struct {
 	// TTL is how long the key lives after an acquisition (PX). Zero means no
 	// expiry: the lock is held until released. A TTL below one millisecond or
-	// a negative one is refused by New.
+	// a negative one is refused by New; others are rounded up to whole
+	// milliseconds, the server's resolution.
 	TTL time.Duration
 
 	// BlockingTimeout bounds how long Acquire waits for the lock. Zero means
@@ -62,6 +64,14 @@ type Config struct {
 	// TracerProvider makes the spans of acquire, release, extend and
 	// reacquire. Nil means the global provider (otel.GetTracerProvider).
 	TracerProvider trace.TracerProvider
+
+	// Logger receives what the lock cannot return as an error, at Warn: a
+	// subscription the server refuses (waiters then fall back to attempting
+	// every RetryInterval) and a release whose PUBLISH the server refuses
+	// (the release is done; other processes' waiters learn of it by their
+	// fallback). Each is logged once until it recovers. Nil means
+	// slog.Default() at the time New is called.
+	Logger *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -70,6 +80,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = DefaultKeyPrefix
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	return c
 }

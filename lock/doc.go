@@ -10,10 +10,11 @@
 // valkey-py's thread_local=True protects; handing the *Held to another goroutine
 // is thread_local=False.
 //
-// On the server an acquisition is SET key token NX PX ttl, made in one script
-// that also issues the fencing token; release is a compare-and-delete script
-// that publishes on the lock's channel when a waiter has registered there.
-// Acquire plus Release is two round trips and seven server commands.
+// On the server an acquisition is SET key token PX ttl on a free key, made in
+// one script that also issues the fencing token; release is a
+// compare-and-delete script that publishes on the lock's channel when a
+// waiter has registered there. Acquire plus Release is two round trips and
+// eight server commands.
 //
 // # Guarantees and limits
 //
@@ -25,9 +26,33 @@
 // including across a restart of a server that kept no data (a missing counter
 // restarts from the server's clock in microseconds). See docs/safety.md.
 //
-// Errors tell "held by someone else" (ErrNotAcquired, ErrNotOwned) from "could
-// not reach the server" (ErrUnavailable): a renewal loop gives up on the first
-// and retries the second.
+// # Failures
+//
+// Every failure has one decided outcome (see the sentinel errors):
+//
+//   - Held by someone else: ErrNotAcquired (TryAcquire; Acquire once its
+//     blocking timeout passes or its ctx ends while it waits), ErrNotOwned
+//     (Release, Extend, Reacquire). Outcomes, not errors, in traces.
+//   - Transient (connection lost, timeout, LOADING, READONLY, BUSY,
+//     TRYAGAIN, MASTERDOWN, CLUSTERDOWN, ...): ErrUnavailable. Single calls
+//     return it; a blocked Acquire returns it at once rather than waiting
+//     blind; loops (lease, election) retry it with backoff.
+//   - Permanent (NOPERM, WRONGTYPE, NOAUTH, an unknown command, MOVED
+//     without cluster mode, ...): ErrMisconfigured wrapping the server's
+//     words. Loops give up on it. Check asks the server's ACL up front.
+//   - The caller's ctx ending: the error wraps ctx's error and is never
+//     ErrUnavailable. An Acquire or TryAcquire whose ctx has ended sends
+//     nothing.
+//
+// No script writes before a step that can fail, so a refused call leaves the
+// lock as it was: the acquire script checks the key and issues the fence
+// first and sets the key last; a release whose PUBLISH is refused is still a
+// release (logged once to Config.Logger). Only what a call itself may have
+// written is ever cleaned up: a key is deleted by a token of this package's
+// making, never by a caller's (WithToken), which another acquisition may
+// share. Cleanups, and releases after a call on the acquisition went
+// unanswered, are sent as EVAL, so they run even on a server that lost its
+// script cache and after their caller has gone.
 //
 // # Waiting
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
@@ -16,8 +17,10 @@ const (
 	// Subscribed: the subscription is (re)established. Events before it went
 	// unheard, so a follower should look at the lock again.
 	Subscribed EventKind = iota + 1
-	// Unsubscribed: the subscription's connection broke. Events go unheard
-	// until the next Subscribed.
+	// Unsubscribed: the subscription's connection broke, or the server
+	// refused the SUBSCRIBE (Event.Err wraps ErrMisconfigured then: a missing
+	// +subscribe or channel permission). Events go unheard until the next
+	// Subscribed.
 	Unsubscribed
 	// Acquired: an acquisition succeeded; Event.Fence is its fencing token.
 	// Published only by Locks with Config.Announce.
@@ -30,6 +33,10 @@ const (
 type Event struct {
 	Kind  EventKind
 	Fence int64 // for Acquired and Released; 0 otherwise
+	// Err is, for Unsubscribed, why the subscription ended or could not
+	// start: an *Error wrapping ErrUnavailable or ErrMisconfigured. Nil
+	// otherwise, and when valkey-go gave no reason.
+	Err error
 }
 
 // Prefixes of the messages the scripts publish on a lock's channel; the
@@ -39,12 +46,20 @@ const (
 	releasedPrefix = "released:"
 )
 
-// resubscribePause is the pause before resubscribing after a broken
-// connection, so a down server is not hammered.
-const resubscribePause = 50 * time.Millisecond
+// Pauses before resubscribing: resubscribePause after a subscription that
+// was confirmed and then broke, doubling after each attempt that did not get
+// as far as a confirmation (a server that is down, or refuses), up to
+// maxResubscribePause. So a refused SUBSCRIBE costs a few calls a minute, not
+// twenty a second.
+const (
+	resubscribePause    = 50 * time.Millisecond
+	maxResubscribePause = 10 * time.Second
+)
 
 // Follow subscribes to the lock's channel and calls fn with every event until
-// ctx ends, resubscribing after a short pause when the connection breaks.
+// ctx ends, resubscribing when the connection breaks or the server refuses:
+// after a short pause following a confirmed subscription, after a pause that
+// doubles up to ten seconds following an attempt that was never confirmed.
 // Expiry is not published: a follower learns of it from the TTL that a failed
 // attempt or Inspect reports. With RESP3 the subscription rides the client's
 // existing connection. fn must not block: Subscribed is reported from
@@ -58,31 +73,44 @@ const resubscribePause = 50 * time.Millisecond
 //
 // Blocked Acquire calls and election watchers are built on it.
 func (l *Lock) Follow(ctx context.Context, fn func(Event)) {
+	var confirmed atomic.Bool
 	hooked := valkey.WithOnSubscriptionHook(ctx, func(s valkey.PubSubSubscription) {
 		if s.Kind == "subscribe" && s.Channel == l.keys.channel {
+			confirmed.Store(true)
 			fn(Event{Kind: Subscribed})
 		}
 	})
-	pause := time.NewTimer(resubscribePause)
-	pause.Stop()
-	defer pause.Stop()
+	timer := time.NewTimer(resubscribePause)
+	timer.Stop()
+	defer timer.Stop()
+	pause := resubscribePause
 	for {
+		confirmed.Store(false)
 		cmd := l.client.B().Subscribe().Channel(l.keys.channel).Build()
-		_ = l.client.Receive(hooked, cmd, func(m valkey.PubSubMessage) {
+		err := l.client.Receive(hooked, cmd, func(m valkey.PubSubMessage) {
 			if ev, ok := parseEvent(m.Message); ok {
 				fn(ev)
 			}
 		})
-		// Receive ends with ctx, or when the connection broke.
+		// Receive ends with ctx, or when the connection broke or the
+		// server refused.
 		if ctx.Err() != nil {
 			return
 		}
-		fn(Event{Kind: Unsubscribed})
-		pause.Reset(resubscribePause)
+		ev := Event{Kind: Unsubscribed}
+		if err != nil {
+			ev.Err = l.fail(ctx, "subscribe", err)
+		}
+		fn(ev)
+		if confirmed.Load() {
+			pause = resubscribePause
+		}
+		timer.Reset(pause)
+		pause = min(2*pause, maxResubscribePause)
 		select {
 		case <-ctx.Done():
 			return
-		case <-pause.C:
+		case <-timer.C:
 		}
 	}
 }

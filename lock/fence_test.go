@@ -230,7 +230,7 @@ func TestAttemptReportsTheHoldersTTL(t *testing.T) {
 		{[]string{"SET", l.Key(), "other"}, -1, -1},
 	} {
 		e.srv.String(t, c.set...)
-		h, pttl, err := l.attempt(ctxT(t), newToken(), 0)
+		h, pttl, err := l.attempt(ctxT(t), newToken(), true, 0)
 		if err != nil || h != nil {
 			t.Fatalf("%v: attempt = %v, %v; want held elsewhere", c.set, h, err)
 		}
@@ -259,7 +259,7 @@ func TestFollowReportsEventsWithTheirFence(t *testing.T) {
 	if err := h.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []Event{{Acquired, h.Fence()}, {Released, h.Fence()}} {
+	for _, want := range []Event{{Kind: Acquired, Fence: h.Fence()}, {Kind: Released, Fence: h.Fence()}} {
 		if got := nextEvent(t, events); got != want {
 			t.Fatalf("event = %+v; want %+v", got, want)
 		}
@@ -283,13 +283,13 @@ func TestQuietLockPublishesOnlyForWaiters(t *testing.T) {
 		t.Fatal(err)
 	}
 	mark := mustAcquire(t, loud)
-	if got, want := nextEvent(t, events), (Event{Acquired, mark.Fence()}); got != want {
+	if got, want := nextEvent(t, events), (Event{Kind: Acquired, Fence: mark.Fence()}); got != want {
 		t.Fatalf("after a quiet acquire + release, event = %+v; want the marker %+v", got, want)
 	}
 	if err := mark.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := nextEvent(t, events), (Event{Released, mark.Fence()}); got != want {
+	if got, want := nextEvent(t, events), (Event{Kind: Released, Fence: mark.Fence()}); got != want {
 		t.Fatalf("event = %+v; want %+v", got, want)
 	}
 
@@ -316,7 +316,7 @@ func TestQuietLockPublishesOnlyForWaiters(t *testing.T) {
 	for ev.Kind == Subscribed { // the waiter's subscription, on the same connection
 		ev = nextEvent(t, events)
 	}
-	if want := (Event{Released, h.Fence()}); ev != want {
+	if want := (Event{Kind: Released, Fence: h.Fence()}); ev != want {
 		t.Fatalf("event = %+v; want %+v", ev, want)
 	}
 	w := <-got

@@ -18,13 +18,26 @@ import (
 type Held struct {
 	lock       *Lock
 	token      string
+	own        bool // token was made by this package, not given by the caller
 	fence      int64
 	acquiredAt time.Time
 	ended      atomic.Bool // released, or found not owned: no more server calls
+	unsure     atomic.Bool // a call on this acquisition got no reply: release with EVAL
 }
 
 // Name returns the lock's name.
 func (h *Held) Name() string { return h.lock.name }
+
+// milliseconds converts d to the server's whole milliseconds, rounding up:
+// a TTL or an extension is never shorter than asked, a negative extension
+// never shortens by more than asked.
+func milliseconds(d time.Duration) int64 {
+	ms := d.Milliseconds()
+	if d%time.Millisecond > 0 {
+		ms++
+	}
+	return ms
+}
 
 // Token returns the value stored at the lock's key for this acquisition.
 func (h *Held) Token() string { return h.token }
@@ -47,12 +60,20 @@ func (h *Held) Lock() *Lock { return h.lock }
 // Release deletes the key if it still holds this acquisition's token and
 // wakes the waiters; when a blocked Acquire of the same *Lock is next in line,
 // it hands the key to that waiter instead, in the same server step (unless
-// waiters of other Locks are registered: see Lock.Acquire). It returns ErrNotOwned when the token is no longer there
-// (expired, deleted, overwritten) and ErrNotHeld, without a server call, once
-// the acquisition has ended. When the server cannot be reached the
-// acquisition stays releasable: call Release again.
+// waiters of other Locks are registered: see Lock.Acquire). It returns
+// ErrNotOwned when the token is no longer there (expired, deleted,
+// overwritten) and ErrNotHeld, without a server call, once the acquisition
+// has ended, or for a nil or zero *Held.
+//
+// When the server cannot be reached, or ctx ends before it answers, the
+// outcome is unknown and the acquisition stays releasable: call Release
+// again. Once any call on the acquisition has gone unanswered, Release is
+// sent as EVAL rather than EVALSHA, so it runs even if the server comes back
+// without the script in its cache after the caller has stopped waiting; a
+// renewal that the server runs late is then undone by the release queued
+// behind it.
 func (h *Held) Release(ctx context.Context) error {
-	if h == nil {
+	if h == nil || h.lock == nil {
 		return &Error{Op: "release", Kind: ErrNotHeld}
 	}
 	ctx, span := h.lock.startSpan(ctx, spanRelease)
@@ -73,12 +94,20 @@ func (h *Held) release(ctx context.Context) error {
 	if next != nil {
 		args = append(args, l.id, next.token, l.ttlArg)
 	}
+	script := releaseScript
+	if h.unsure.Load() {
+		script = releaseEval
+	}
 	sent := time.Now()
-	n, err := releaseScript.Exec(ctx, l.client, l.keyList, args).AsInt64()
-	if err != nil && next != nil && ambiguous(err) {
-		// The grant may have happened with its reply lost: the key would
-		// hold the waiter's token, which it does not know. Take it back.
-		l.cleanup(ctx, next.token)
+	n, err := script.Exec(ctx, l.client, l.keyList, args).AsInt64()
+	if err != nil && ambiguous(err) {
+		h.unsure.Store(true)
+		if next != nil {
+			// The grant may have happened with its reply lost: the key
+			// would hold the waiter's token (ours: only waiters with a
+			// token of our own making are granted to). Take it back.
+			l.cleanup(ctx, next.token)
+		}
 	}
 	if orphan := l.queue.released(next, n, err, sent); orphan != nil {
 		// Granted to a waiter that gave up meanwhile: pass it on.
@@ -87,28 +116,36 @@ func (h *Held) release(ctx context.Context) error {
 		cancel()
 	}
 	if err != nil {
-		return l.callError(ctx, "release", err)
+		return l.fail(ctx, "release", err)
 	}
 	if !h.ended.CompareAndSwap(false, true) {
 		return l.error("release", ErrNotHeld, nil)
 	}
-	if n == 0 {
+	switch n {
+	case 0:
 		return l.error("release", ErrNotOwned, nil)
+	case -3:
+		l.publishRefused()
 	}
 	return nil
 }
 
 // Extend adds d to the remaining TTL, if the lock is still owned and has a
 // TTL. A negative d shortens it, but never to below one millisecond: that is
-// ErrInvalidTTL and nothing changes (the key is never deleted this way).
+// ErrInvalidTTL and nothing changes (the key is never deleted this way). The
+// server counts whole milliseconds: d is rounded up to the next one, so
+// Extend(500*time.Microsecond) adds a millisecond.
 func (h *Held) Extend(ctx context.Context, d time.Duration) error {
 	return h.extend(ctx, "extend", d, "add")
 }
 
 // ExtendTo sets the remaining TTL to d (valkey-py's extend with
 // replace_ttl=True), if the lock is still owned and has a TTL. d must be at
-// least one millisecond.
+// least one millisecond; it is rounded up to a whole one.
 func (h *Held) ExtendTo(ctx context.Context, d time.Duration) error {
+	if h == nil || h.lock == nil {
+		return &Error{Op: "extend", Kind: ErrNotHeld}
+	}
 	if d < time.Millisecond {
 		return h.lock.error("extend", ErrInvalidTTL, fmt.Errorf("ttl %v is below 1ms", d))
 	}
@@ -119,7 +156,7 @@ func (h *Held) ExtendTo(ctx context.Context, d time.Duration) error {
 // is still owned. It returns ErrNoTTL for a lock configured without TTL.
 // This is the renewal a lease performs.
 func (h *Held) Reacquire(ctx context.Context) error {
-	if h == nil {
+	if h == nil || h.lock == nil {
 		return &Error{Op: "reacquire", Kind: ErrNotHeld}
 	}
 	if h.lock.cfg.TTL == 0 {
@@ -129,7 +166,7 @@ func (h *Held) Reacquire(ctx context.Context) error {
 }
 
 func (h *Held) extend(ctx context.Context, op string, d time.Duration, mode string) error {
-	if h == nil {
+	if h == nil || h.lock == nil {
 		return &Error{Op: op, Kind: ErrNotHeld}
 	}
 	spanName := spanExtend
@@ -153,11 +190,14 @@ func (h *Held) doExtend(ctx context.Context, op string, d time.Duration, mode st
 	}
 	ms := l.ttlArg
 	if d != l.cfg.TTL {
-		ms = strconv.FormatInt(d.Milliseconds(), 10)
+		ms = strconv.FormatInt(milliseconds(d), 10)
 	}
 	n, err := extendScript.Exec(ctx, l.client, []string{l.keys.key}, []string{h.token, ms, mode}).AsInt64()
 	if err != nil {
-		return l.callError(ctx, op, err)
+		if ambiguous(err) {
+			h.unsure.Store(true)
+		}
+		return l.fail(ctx, op, err)
 	}
 	switch n {
 	case 1:
@@ -174,7 +214,7 @@ func (h *Held) doExtend(ctx context.Context, op string, d time.Duration, mode st
 // Owned reports whether the server still stores this acquisition's token.
 // It is false once the acquisition has ended, without a server call.
 func (h *Held) Owned(ctx context.Context) (bool, error) {
-	if h == nil || h.ended.Load() {
+	if h == nil || h.lock == nil || h.ended.Load() {
 		return false, nil
 	}
 	l := h.lock
@@ -183,7 +223,7 @@ func (h *Held) Owned(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, l.callError(ctx, "owned", err)
+		return false, l.fail(ctx, "owned", err)
 	}
 	return v == h.token, nil
 }

@@ -6,8 +6,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
@@ -35,7 +36,11 @@ type Lock struct {
 	ttlArg   string   // cfg.TTL in ms, as the acquire script's ARGV[2]
 	tracer   trace.Tracer
 	spanOpts []trace.SpanStartOption // the client kind and the name attribute, built once
+	log      *slog.Logger
 	queue    waitQueue
+
+	// Problems logged once until they clear (see warnOnce).
+	subRefused, pubRefused atomic.Bool
 }
 
 // New returns a Lock named name on client, which the caller keeps owning (the
@@ -70,9 +75,10 @@ func New(client valkey.Client, name string, cfg Config) (*Lock, error) {
 		keyList:  []string{ks.key, ks.fence, ks.waiters},
 		id:       randomString(8),
 		announce: announce,
-		ttlArg:   strconv.FormatInt(cfg.TTL.Milliseconds(), 10),
+		ttlArg:   strconv.FormatInt(milliseconds(cfg.TTL), 10),
 		tracer:   tp.Tracer(ScopeName, trace.WithInstrumentationVersion(Version)),
 		spanOpts: spanStartOptions(name),
+		log:      cfg.Logger.With("lock", name),
 	}
 	l.queue.lock = l
 	return l, nil
@@ -92,13 +98,20 @@ type AcquireOption func(*acquireOptions)
 
 type acquireOptions struct {
 	token           string
+	own             bool // token was made by newToken, not given by the caller
 	blockingTimeout time.Duration
 	retryInterval   time.Duration
 	err             error
 }
 
 // WithToken stores token, byte-exact, instead of a fresh random one. The
-// caller must keep tokens unique: whoever knows the token can release.
+// caller should keep tokens unique: whoever knows the token can release.
+//
+// Since a caller's token may be shared (a host name used as the token by two
+// callers), baton never deletes a key by such a token unless it knows its
+// own call set it: an attempt that is in flight when ctx ends is awaited
+// (for up to a second) rather than cleaned up, and a release by this
+// *Lock's holder never grants the key to a waiter with such a token.
 func WithToken(token string) AcquireOption {
 	return func(o *acquireOptions) {
 		if token == "" {
@@ -146,20 +159,21 @@ func (l *Lock) options(opts []AcquireOption) (acquireOptions, error) {
 		return o, &Error{Op: "acquire", Name: l.name, Err: o.err}
 	}
 	if o.token == "" {
-		o.token = newToken()
+		o.token, o.own = newToken(), true
 	}
 	return o, nil
 }
 
 // TryAcquire makes exactly one attempt. It returns ErrNotAcquired when the
-// lock is held by someone else.
+// lock is held by someone else, and ErrNotAcquired wrapping ctx's error,
+// without sending anything, when ctx has already ended.
 func (l *Lock) TryAcquire(ctx context.Context, opts ...AcquireOption) (*Held, error) {
 	o, err := l.options(opts)
 	if err != nil {
 		return nil, err
 	}
 	ctx, span := l.startSpan(ctx, spanAcquire)
-	h, _, err := l.attempt(ctx, o.token, 0)
+	h, _, err := l.attempt(ctx, o.token, o.own, 0)
 	if err == nil && h == nil {
 		err = l.error("acquire", ErrNotAcquired, nil)
 	}
@@ -167,9 +181,11 @@ func (l *Lock) TryAcquire(ctx context.Context, opts ...AcquireOption) (*Held, er
 	return h, err
 }
 
-// Acquire blocks until the lock is held, the blocking timeout passes
-// (ErrNotAcquired) or ctx ends (an error wrapping ctx.Err()). It is not
-// re-entrant: a second Acquire by the same goroutine waits like any other.
+// Acquire blocks until the lock is held, the blocking timeout passes, or ctx
+// ends; in the last two cases it returns ErrNotAcquired (wrapping ctx's error
+// when ctx ended), also when the server was unreachable meanwhile: the
+// caller's deadline, not the server, ended the wait. It is not re-entrant: a
+// second Acquire by the same goroutine waits like any other.
 //
 // While waiting it does not poll: it wakes when a holder releases (its failed
 // attempts register it on the server, so the release script publishes) and at
@@ -180,9 +196,14 @@ func (l *Lock) TryAcquire(ctx context.Context, opts ...AcquireOption) (*Held, er
 // of the same *Lock, its release may grant the key to this call directly (see
 // Held.Release); a grant that lands as ctx ends is returned, not dropped.
 //
+// Errors other than "held by someone else" end the call at once:
+// ErrUnavailable when the server cannot be reached (retry later),
+// ErrMisconfigured when it refuses for good.
+//
 // When ctx ends or the connection fails while an attempt is in flight, the
 // attempt may have succeeded on the server; Acquire then deletes the key by
-// its token before returning, so nothing is left locked.
+// its token before returning, so nothing is left locked. With WithToken it
+// waits for the attempt's reply instead (see WithToken).
 func (l *Lock) Acquire(ctx context.Context, opts ...AcquireOption) (*Held, error) {
 	o, err := l.options(opts)
 	if err != nil {
@@ -190,19 +211,13 @@ func (l *Lock) Acquire(ctx context.Context, opts ...AcquireOption) (*Held, error
 	}
 	ctx, span := l.startSpan(ctx, spanAcquire)
 	h, err := l.acquire(ctx, o)
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		// The caller stopped waiting (a standby shutting down): an outcome,
-		// not a failure, like a blocking timeout.
-		endSpan(span, nil, ErrNotAcquired)
-	} else {
-		endSpan(span, h, err)
-	}
+	endSpan(span, h, err)
 	return h, err
 }
 
 func (l *Lock) acquire(ctx context.Context, o acquireOptions) (*Held, error) {
 	if o.blockingTimeout > 0 && o.blockingTimeout < o.retryInterval {
-		h, _, err := l.attempt(ctx, o.token, 0)
+		h, _, err := l.attempt(ctx, o.token, o.own, 0)
 		if err == nil && h == nil {
 			err = l.error("acquire", ErrNotAcquired, nil)
 		}
@@ -226,94 +241,144 @@ var errBlockingTimeout = errors.New("lock: blocking timeout")
 // and the holder's remaining TTL (negative when the key has none). A caller
 // that will wait passes reg > 0: a failed attempt then registers the Lock as
 // waiting for that long, so that releases are published (acquireScript).
-func (l *Lock) attempt(ctx context.Context, token string, reg time.Duration) (*Held, time.Duration, error) {
+//
+// An attempt is never sent with a context that has already ended. When ctx
+// ends, or the connection fails, while it is in flight, the script may have
+// run: with a token of our own making (own), anything holding it is ours, so
+// the key is deleted by its token. A caller's token (WithToken) may also be
+// another acquisition's, such as a host name used by two callers, whose key
+// must not be deleted: its reply is awaited instead, for up to
+// cleanupTimeout after ctx ends, and an acquisition that lands then is
+// returned. Only a transport failure leaves such an attempt's outcome
+// unknown; a key it may have set then expires by its TTL.
+func (l *Lock) attempt(ctx context.Context, token string, own bool, reg time.Duration) (*Held, time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
+	}
 	sent := time.Now()
 	args := []string{token, l.ttlArg, l.keys.channel, l.announce}
 	if reg > 0 {
 		args = append(args, l.id, strconv.FormatInt(reg.Milliseconds(), 10))
 	}
-	n, err := acquireScript.Exec(ctx, l.client, l.keyList, args).AsInt64()
+	sctx := ctx
+	if !own {
+		var stop func()
+		sctx, stop = awaitReply(ctx)
+		defer stop()
+	}
+	n, err := acquireScript.Exec(sctx, l.client, l.keyList, args).AsInt64()
 	if err == nil && n == 0 {
 		err = errors.New("unexpected acquire script reply 0")
 	}
 	if err != nil {
-		if ambiguous(err) {
+		if own && ambiguous(err) {
 			l.cleanup(ctx, token)
 		}
-		return nil, 0, l.callError(ctx, "acquire", err)
+		return nil, 0, l.fail(ctx, "acquire", err)
 	}
 	if n < 0 {
 		return nil, acquireHeldBy(n), nil
 	}
-	return &Held{lock: l, token: token, fence: n, acquiredAt: sent}, 0, nil
+	return &Held{lock: l, token: token, own: own, fence: n, acquiredAt: sent}, 0, nil
 }
 
-// cleanup deletes the key if it holds token: an acquire whose reply was lost
-// may have set it. The fence is unknown, so the release script publishes the
-// counter's.
+// awaitReply returns a context for a call whose reply must be awaited even if
+// ctx ends: it keeps ctx's values and is cancelled only cleanupTimeout after
+// ctx ends, or by stop.
+func awaitReply(ctx context.Context) (_ context.Context, stop func()) {
+	if ctx.Done() == nil {
+		return ctx, func() {}
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopAfter := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(cleanupTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-sctx.Done():
+		}
+	})
+	return sctx, func() {
+		stopAfter()
+		cancel()
+	}
+}
+
+// cleanup deletes the key if it holds token: an acquire or a grant whose
+// reply was lost may have set it. It is sent as EVAL, never EVALSHA, with a
+// fresh context bounded by cleanupTimeout: a server that comes back without
+// the script in its cache, after the caller has gone, still runs it. The
+// fence is unknown, so the release script publishes the counter's.
 func (l *Lock) cleanup(ctx context.Context, token string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	releaseScript.Exec(ctx, l.client, l.keyList, []string{token, l.keys.channel, l.announce})
+	releaseEval.Exec(ctx, l.client, l.keyList, []string{token, l.keys.channel, l.announce})
 }
 
 // Locked reports whether anyone holds the lock.
 func (l *Lock) Locked(ctx context.Context) (bool, error) {
 	n, err := l.client.Do(ctx, l.client.B().Exists().Key(l.keys.key).Build()).AsInt64()
 	if err != nil {
-		return false, l.callError(ctx, "locked", err)
+		return false, l.fail(ctx, "locked", err)
 	}
 	return n == 1, nil
 }
 
-// Do acquires the lock (blocking, with opts), runs fn with the acquisition and
-// always releases it afterwards, with a fresh context bounded by a second if
-// ctx has ended. It returns fn's error joined with the release error.
-func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context, h *Held) error, opts ...AcquireOption) error {
+// Do acquires the lock (blocking, with opts), runs fn with the acquisition
+// and releases it afterwards, also when fn panics (the panic then goes on
+// once the key is released). The release uses a fresh context bounded by a
+// second, so it works when ctx has ended. Do returns fn's error joined with
+// the release's.
+//
+// Do does not renew: if fn outlives the TTL, the lock passes on while fn
+// runs, and Do reports it only afterwards (the release finds ErrNotOwned).
+// For work that may outlast the TTL, use lease.Do, which renews and cancels
+// fn's context the moment the lock is lost.
+func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context, h *Held) error, opts ...AcquireOption) (err error) {
 	h, err := l.Acquire(ctx, opts...)
 	if err != nil {
 		return err
 	}
-	ferr := fn(ctx, h)
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	return errors.Join(ferr, h.Release(rctx))
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		err = errors.Join(err, h.Release(rctx))
+	}()
+	return fn(ctx, h)
 }
 
-// error wraps a sentinel and a cause into an *Error. Transport failures that
-// leave the outcome unknown get ErrUnavailable, unless they are the caller's
-// context ending.
+// error wraps a sentinel and a cause into an *Error.
 func (l *Lock) error(op string, kind, cause error) error {
-	if kind == nil && cause != nil && unavailable(cause) {
-		kind = ErrUnavailable
-	}
 	return &Error{Op: op, Name: l.name, Kind: kind, Err: cause}
 }
 
-// unavailable reports whether err means the server could not do the work now
-// but may later: a transport failure, a timeout, or a transient error reply.
-func unavailable(err error) bool {
-	if errors.Is(err, context.Canceled) {
-		return false
+// fail wraps the error of a server call made with ctx, classified (see
+// classify). For an acquisition, ctx ending is "not acquired".
+func (l *Lock) fail(ctx context.Context, op string, err error) error {
+	kind := classify(ctx, err)
+	if kind == nil && op == "acquire" {
+		kind = ErrNotAcquired
 	}
-	if verr, ok := valkey.IsValkeyErr(err); ok {
-		msg := verr.Error()
-		for _, p := range []string{"LOADING", "READONLY", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "NOREPLICAS"} {
-			if strings.HasPrefix(msg, p) {
-				return true
-			}
-		}
-		return false
-	}
-	return true
+	return &Error{Op: op, Name: l.name, Kind: kind, Err: err}
 }
 
-// ambiguous reports whether a failed call may still have been executed.
-func ambiguous(err error) bool {
-	if _, ok := valkey.IsValkeyErr(err); ok {
-		return false
+// warnOnce logs msg at Warn when bad is set and flag is not, and sets flag;
+// cleared (a later refusal is logged again) when ok is set.
+func (l *Lock) warnOnce(flag *atomic.Bool, ok, bad bool, msg string, err error) {
+	switch {
+	case ok:
+		flag.Store(false)
+	case bad && flag.CompareAndSwap(false, true):
+		l.log.Warn(msg, "error", err)
 	}
-	return true
+}
+
+// publishRefused logs, once, that a release's PUBLISH was refused.
+func (l *Lock) publishRefused() {
+	l.warnOnce(&l.pubRefused, false, true,
+		"lock: the server refuses PUBLISH on the lock's channel; releases are done, but waiters in other processes learn of them only by their fallback (grant +publish and the channel)",
+		nil)
 }
 
 // newToken returns 16 random bytes from crypto/rand, base64url-encoded.
@@ -325,68 +390,4 @@ func randomString(n int) string {
 	var b [16]byte
 	_, _ = rand.Read(b[:n]) // crypto/rand.Read never fails on supported platforms
 	return base64.RawURLEncoding.EncodeToString(b[:n])
-}
-
-// Channel returns the Pub/Sub channel on which the lock's scripts publish
-// "released:<fence>" after a release that a blocked Acquire registered for,
-// and, with Config.Announce, "acquired:<fence>" after every acquisition and
-// "released:<fence>" after every release, for watchers that follow the holder
-// without polling. Expiry is not published: a watcher learns of it from the
-// TTL that Inspect reports.
-func (l *Lock) Channel() string { return l.keys.channel }
-
-// State is what Inspect observed of a lock at one moment.
-type State struct {
-	// Token is the holder's token, or "" when the lock is free.
-	Token string
-	// Fence is the holder's fencing token: the last one issued, which is the
-	// holder's since nobody else can acquire while it holds. 0 when free.
-	Fence int64
-	// TTL is the holder's remaining TTL; negative when the key has no expiry,
-	// 0 when free.
-	TTL time.Duration
-}
-
-// Held reports whether someone held the lock.
-func (s State) Held() bool { return s.Token != "" }
-
-// Inspect reads the holder's token, fencing token and remaining TTL in one
-// round trip, without taking part in the lock.
-func (l *Lock) Inspect(ctx context.Context) (State, error) {
-	b := l.client.B()
-	res := l.client.DoMulti(ctx,
-		b.Get().Key(l.keys.key).Build(),
-		b.Pttl().Key(l.keys.key).Build(),
-		b.Get().Key(l.keys.fence).Build(),
-	)
-	token, err := res[0].ToString()
-	if valkey.IsValkeyNil(err) {
-		return State{}, nil
-	}
-	if err != nil {
-		return State{}, l.callError(ctx, "inspect", err)
-	}
-	pttl, err := res[1].AsInt64()
-	if err != nil {
-		return State{}, l.callError(ctx, "inspect", err)
-	}
-	if pttl == -2 { // expired between the GET and the PTTL
-		return State{}, nil
-	}
-	fence, err := res[2].AsInt64()
-	if err != nil && !valkey.IsValkeyNil(err) {
-		return State{}, l.callError(ctx, "inspect", err)
-	}
-	return State{Token: token, Fence: fence, TTL: time.Duration(pttl) * time.Millisecond}, nil
-}
-
-// callError wraps the error of a server call made with ctx. A context error
-// that is not ctx's own is the server being unavailable: valkey-go reports
-// the cancellation of a connection attempt that another call started to
-// every call waiting for that connection.
-func (l *Lock) callError(ctx context.Context, op string, err error) error {
-	if ctx.Err() == nil && errors.Is(err, context.Canceled) {
-		return &Error{Op: op, Name: l.name, Kind: ErrUnavailable, Err: err}
-	}
-	return l.error(op, nil, err)
 }

@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -48,6 +49,7 @@ type waitQueue struct {
 // waitQueue.mu.
 type waiter struct {
 	token      string
+	own        bool          // token was made by this package: the waiter may be granted the key
 	poke       chan struct{} // buffered 1: look at the queue again
 	attempt    bool          // the next look must attempt
 	attempting bool          // an attempt is in flight: no grant meanwhile
@@ -66,7 +68,7 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 	q.mu.Unlock()
 	var expiry time.Time
 	if !queued {
-		h, pttl, err := l.attempt(ctx, o.token, reg)
+		h, pttl, err := l.attempt(ctx, o.token, o.own, reg)
 		if err != nil || h != nil {
 			q.acquired(h)
 			return h, err
@@ -74,7 +76,7 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 		expiry = expiryAfter(pttl)
 	}
 
-	w := &waiter{token: o.token, poke: make(chan struct{}, 1)}
+	w := &waiter{token: o.token, own: o.own, poke: make(chan struct{}, 1)}
 	q.join(w, expiry)
 	tick := time.NewTimer(o.retryInterval)
 	defer tick.Stop()
@@ -90,7 +92,7 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 			return held, nil
 		}
 		if attempt {
-			h, pttl, err := l.attempt(ctx, o.token, reg)
+			h, pttl, err := l.attempt(ctx, o.token, o.own, reg)
 			if err != nil || h != nil {
 				q.leave(w, h, err != nil)
 				return h, err
@@ -127,7 +129,7 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 				// the caller asked for (as with x/sync/semaphore).
 				return h, nil
 			}
-			return nil, l.error("acquire", nil, context.Cause(ctx))
+			return nil, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
 		}
 	}
 }
@@ -182,15 +184,24 @@ func (q *waitQueue) pace(retry time.Duration) time.Duration {
 	return retry
 }
 
-// subscribed records that subscription gen is confirmed (or has ended). An
-// ended subscription wakes the head: releases may have gone unheard.
-func (q *waitQueue) subscribed(gen int, ok bool) {
+// subscribed records that subscription gen is confirmed (ok) or has ended.
+// A confirmed subscription that ended wakes the head, since releases may have
+// gone unheard; one that was never confirmed does not (the head's fallback
+// pace never stretched, so it missed nothing), which keeps a refused
+// SUBSCRIBE from turning into an attempt per resubscription.
+func (q *waitQueue) subscribed(gen int, ok bool, err error) {
 	q.mu.Lock()
+	was := q.subbed
 	if gen == q.subGen {
 		q.subbed = ok
 	}
-	q.wakeHeadLocked()
+	if ok || was {
+		q.wakeHeadLocked()
+	}
 	q.mu.Unlock()
+	q.lock.warnOnce(&q.lock.subRefused, ok, errors.Is(err, ErrMisconfigured),
+		"lock: the server refuses the subscription; waiters attempt every retry interval instead of waking on releases",
+		err)
 }
 
 // look reports whether w is the head, whether it must attempt now (clearing
@@ -278,8 +289,10 @@ func (q *waitQueue) removeLocked(w *waiter, attempt, pending bool) {
 
 // grantee returns the waiter a release by this Lock's holder (whose fence is
 // given) should grant the key to, marked as being granted: the head, when it
-// is idle (no attempt in flight, no other grant). Nil with PlainKey: valkey-py
-// waiters poll and never register, so grants could starve them.
+// is idle (no attempt in flight, no other grant) and its token is of our own
+// making (a grant whose reply is lost is taken back by the waiter's token,
+// which must not be anyone else's). Nil with PlainKey: valkey-py waiters poll
+// and never register, so grants could starve them.
 func (q *waitQueue) grantee(fence int64) *waiter {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -288,7 +301,7 @@ func (q *waitQueue) grantee(fence int64) *waiter {
 		return nil
 	}
 	w := q.waiters[0]
-	if w.attempting || w.granting {
+	if w.attempting || w.granting || !w.own {
 		return nil
 	}
 	w.granting = true
@@ -366,9 +379,9 @@ func (q *waitQueue) startSubscription() {
 		q.lock.Follow(ctx, func(ev Event) {
 			switch ev.Kind {
 			case Subscribed:
-				q.subscribed(gen, true)
+				q.subscribed(gen, true, nil)
 			case Unsubscribed:
-				q.subscribed(gen, false)
+				q.subscribed(gen, false, ev.Err)
 			case Released:
 				q.heardRelease(ev.Fence)
 			}

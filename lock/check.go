@@ -1,0 +1,67 @@
+package lock
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/valkey-io/valkey-go"
+)
+
+// checkScript asks the server's ACL, without running anything, whether the
+// calling user may run every command the lock's scripts and calls need, on
+// the lock's own keys and channel. Valkey checks the commands a script runs
+// against the caller's ACL, so a missing +time fails an acquisition although
+// baton never sends TIME itself. It returns the refused commands, each with
+// the key or channel it was checked on.
+//
+// KEYS: lock, fence, waiters. ARGV[1] = channel.
+var checkScript = valkey.NewLuaScriptNoSha(`
+local refused = {}
+local function need(...)
+  if not redis.acl_check_cmd(...) then
+    refused[#refused + 1] = table.concat({...}, ' ', 1, math.min(select('#', ...), 2))
+  end
+end
+need('EVALSHA', '0000000000000000000000000000000000000000', '0')
+need('PTTL', KEYS[1])
+need('GET', KEYS[1])
+need('SET', KEYS[1], 'x')
+need('PEXPIRE', KEYS[1], '1')
+need('DEL', KEYS[1])
+need('EXISTS', KEYS[1])
+need('TIME')
+need('SET', KEYS[2], 'x')
+need('GET', KEYS[2])
+need('SET', KEYS[3], 'x')
+need('GET', KEYS[3])
+need('DEL', KEYS[3])
+need('PUBLISH', ARGV[1], 'x')
+need('SUBSCRIBE', ARGV[1])
+need('MULTI')
+need('EXEC')
+return refused
+`)
+
+// Check asks the server whether this client may do everything the lock does:
+// the commands that its scripts run (TIME, SET, PUBLISH, ...), on its keys and
+// channel, plus SUBSCRIBE for waiting and MULTI/EXEC for Inspect. It runs
+// nothing but one read-only EVAL, and changes nothing.
+//
+// It returns nil, or an error wrapping ErrMisconfigured that lists what the
+// server refuses (or, when even EVAL is refused or unknown, the server's
+// reply to it: a missing +eval, a Sentinel, a server without scripting), or
+// ErrUnavailable. Elections call it before campaigning, so that a missing
+// permission is reported at once rather than at the first acquisition.
+// It needs Valkey 7.2 or later (Lua's server.acl_check_cmd).
+func (l *Lock) Check(ctx context.Context) error {
+	refused, err := checkScript.Exec(ctx, l.client, l.keyList, []string{l.keys.channel}).AsStrSlice()
+	if err != nil {
+		return l.fail(ctx, "check", err)
+	}
+	if len(refused) > 0 {
+		return l.error("check", ErrMisconfigured,
+			fmt.Errorf("the server's ACL refuses this user %s (see the ACL section of docs/operations.md)", strings.Join(refused, ", ")))
+	}
+	return nil
+}
