@@ -41,10 +41,12 @@
 // Renewals reset the TTL (lock.Held.Reacquire) on absolute deadlines,
 // AcquiredAt + k*RenewInterval, by default every TTL/3. They are not sleeps
 // chained after each reply, so latency does not accumulate into the
-// schedule. A refusal by the server (not owned) is final: the lease is lost on
-// the first one. Anything else (unreachable, timed out, an error reply) is
-// transient and retried with exponential backoff until a renewal succeeds or
-// the bound passes; the backoff itself never gives up.
+// schedule. A refusal by the server is final: not owned, or a permanent error
+// (lock.ErrMisconfigured: a permission revoked, a wrong server), and the lease
+// is lost on the first one. Anything else (unreachable, timed out, a
+// transient error reply such as READONLY or LOADING) is retried with
+// exponential backoff until a renewal succeeds or the bound passes; the
+// backoff itself never gives up.
 //
 // # What a lease guarantees, and what it cannot
 //

@@ -39,9 +39,10 @@ type LostError struct {
 	Fence int64
 
 	// Reason is why: an error from the lock that wraps lock.ErrNotOwned (the
-	// key was deleted, overwritten or expired on the server) or
-	// lock.ErrNotHeld (the *lock.Held was released behind the lease's back),
-	// or ErrExpired.
+	// key was deleted, overwritten or expired on the server),
+	// lock.ErrNotHeld (the *lock.Held was released behind the lease's back)
+	// or lock.ErrMisconfigured (the server refuses renewals for good), or
+	// ErrExpired.
 	Reason error
 
 	// LastRenewErr is the last transient renewal error before an expiry, or

@@ -182,18 +182,18 @@ func (l *Lease) Context(parent context.Context) (context.Context, context.Cancel
 //
 // Release returns:
 //   - nil once the key is deleted, or when there is nothing to delete: the
-//     lease was lost because the server refused a renewal (no server call is
-//     made), or it had expired or been stopped and the key is gone or has
-//     passed on;
+//     lease was lost because the server no longer held its token (no server
+//     call is made), or it had expired, been refused or been stopped and the
+//     key is gone or has passed on;
 //   - an error wrapping lock.ErrNotOwned when the lease was alive but the
 //     key no longer held its token: it had been lost before the lease
 //     noticed;
 //   - an error wrapping lock.ErrUnavailable when the server could not be
 //     reached. The key then expires by its TTL; Release may be called again.
 //
-// After a lease that expired (ErrExpired) or was stopped, Release still
-// deletes the key by its token if the server has it, so a successor need not
-// wait for the TTL; Err keeps its reason. Release is idempotent: once it has
+// After a lease that expired (ErrExpired), was refused (lock.ErrMisconfigured)
+// or was stopped, Release still deletes the key by its token if the server
+// has it, so a successor need not wait for the TTL; Err keeps its reason. Release is idempotent: once it has
 // returned nil, later calls return nil without a server call.
 func (l *Lease) Release(ctx context.Context) error {
 	l.relMu.Lock()
@@ -203,8 +203,9 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	reason := context.Cause(l.ctx)
-	if lost, ok := errors.AsType[*LostError](reason); ok && !errors.Is(lost.Reason, ErrExpired) {
-		l.released = true // refused by the server: nothing of ours is there
+	if lost, ok := errors.AsType[*LostError](reason); ok &&
+		(errors.Is(lost.Reason, lock.ErrNotOwned) || errors.Is(lost.Reason, lock.ErrNotHeld)) {
+		l.released = true // the server said so: nothing of ours is there
 		return nil
 	}
 
@@ -325,8 +326,13 @@ func (l *Lease) renew(ctx context.Context, cancel context.CancelFunc) {
 		return
 	}
 	switch {
-	case errors.Is(err, lock.ErrNotOwned), errors.Is(err, lock.ErrNotHeld), errors.Is(err, lock.ErrNoTTL):
-		// Final: the token is not, or no longer, on the server.
+	case errors.Is(err, lock.ErrNotOwned), errors.Is(err, lock.ErrNotHeld), errors.Is(err, lock.ErrNoTTL),
+		errors.Is(err, lock.ErrMisconfigured):
+		// Final: the token is not, or no longer, on the server, or the
+		// server refuses renewals for good (a permission revoked, say):
+		// retrying until the bound would only delay the verdict. ErrNoTTL
+		// cannot come from Reacquire, which resets any TTL; it is here for
+		// a reacquire function that would return it.
 		lost := &LostError{Name: l.h.Name(), Fence: l.h.Fence(), Reason: err}
 		l.endLocked(lost, now)
 		l.mu.Unlock()
