@@ -109,9 +109,8 @@ type acquireOptions struct {
 //
 // Since a caller's token may be shared (a host name used as the token by two
 // callers), baton never deletes a key by such a token unless it knows its
-// own call set it: an attempt that is in flight when ctx ends is awaited
-// (for up to a second) rather than cleaned up, and a release by this
-// *Lock's holder never grants the key to a waiter with such a token.
+// own call set it (see Acquire), and a release by this *Lock's holder never
+// grants the key to a waiter with such a token.
 func WithToken(token string) AcquireOption {
 	return func(o *acquireOptions) {
 		if token == "" {
@@ -200,10 +199,12 @@ func (l *Lock) TryAcquire(ctx context.Context, opts ...AcquireOption) (*Held, er
 // ErrUnavailable when the server cannot be reached (retry later),
 // ErrMisconfigured when it refuses for good.
 //
-// When ctx ends or the connection fails while an attempt is in flight, the
-// attempt may have succeeded on the server; Acquire then deletes the key by
-// its token before returning, so nothing is left locked. With WithToken it
-// waits for the attempt's reply instead (see WithToken).
+// When ctx ends while an attempt is in flight, Acquire waits for its reply
+// (at most a second) and releases what it acquired, so nothing is left
+// locked and the caller gets ErrNotAcquired. When the connection fails with
+// an attempt in flight, the attempt may have succeeded on the server; Acquire
+// then deletes the key by its token, unless the token was the caller's
+// (WithToken): that key expires by its TTL.
 func (l *Lock) Acquire(ctx context.Context, opts ...AcquireOption) (*Held, error) {
 	o, err := l.options(opts)
 	if err != nil {
@@ -243,14 +244,17 @@ var errBlockingTimeout = errors.New("lock: blocking timeout")
 // waiting for that long, so that releases are published (acquireScript).
 //
 // An attempt is never sent with a context that has already ended. When ctx
-// ends, or the connection fails, while it is in flight, the script may have
-// run: with a token of our own making (own), anything holding it is ours, so
-// the key is deleted by its token. A caller's token (WithToken) may also be
-// another acquisition's, such as a host name used by two callers, whose key
-// must not be deleted: its reply is awaited instead, for up to
-// cleanupTimeout after ctx ends, and an acquisition that lands then is
-// returned. Only a transport failure leaves such an attempt's outcome
-// unknown; a key it may have set then expires by its TTL.
+// ends while it is in flight, its reply is still awaited, for up to
+// cleanupTimeout: an attempt that acquired is then released at once, so the
+// caller, who has gone, holds nothing. Awaiting, rather than deleting the key
+// by token at once, matters twice: a caller's token (WithToken) may also be
+// another acquisition's, such as a host name used by two callers, whose key a
+// delete by token would remove; and valkey-go may send the delete on another
+// connection, where the server can run it before the attempt it was meant to
+// undo. Only when no reply comes (the connection failed, or the server did
+// not answer within cleanupTimeout) is the outcome unknown: a token of our own
+// making is then deleted by token, which can only remove our own write; a
+// key set with a caller's token expires by its TTL.
 func (l *Lock) attempt(ctx context.Context, token string, own bool, reg time.Duration) (*Held, time.Duration, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
@@ -260,13 +264,9 @@ func (l *Lock) attempt(ctx context.Context, token string, own bool, reg time.Dur
 	if reg > 0 {
 		args = append(args, l.id, strconv.FormatInt(reg.Milliseconds(), 10))
 	}
-	sctx := ctx
-	if !own {
-		var stop func()
-		sctx, stop = awaitReply(ctx)
-		defer stop()
-	}
+	sctx, stop := awaitReply(ctx)
 	n, err := acquireScript.Exec(sctx, l.client, l.keyList, args).AsInt64()
+	stop()
 	if err == nil && n == 0 {
 		err = errors.New("unexpected acquire script reply 0")
 	}
@@ -279,7 +279,16 @@ func (l *Lock) attempt(ctx context.Context, token string, own bool, reg time.Dur
 	if n < 0 {
 		return nil, acquireHeldBy(n), nil
 	}
-	return &Held{lock: l, token: token, own: own, fence: n, acquiredAt: sent}, 0, nil
+	h := &Held{lock: l, token: token, own: own, fence: n, acquiredAt: sent}
+	if ctx.Err() != nil {
+		// Acquired as the caller gave up: give it back (or on, to the
+		// next local waiter) rather than leave it held by nobody.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		_ = h.release(rctx)
+		cancel()
+		return nil, 0, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
+	}
+	return h, 0, nil
 }
 
 // awaitReply returns a context for a call whose reply must be awaited even if
