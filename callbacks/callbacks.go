@@ -32,19 +32,28 @@ type Leader struct {
 	// TTL is the leadership's remaining time to live when it was observed; 0
 	// when unknown or no leader.
 	TTL time.Duration
+	// Stale is set by an observer that had already reported a leader with a
+	// higher Fence: the server went back in time (a failover to a replica
+	// that missed the latest writes, a restart without data), and this
+	// leadership may be a term that has already ended. It is reported, and
+	// logged at Warn, because it is what the server holds, but should not be
+	// trusted as the current leader: nobody may be acting on it, and it
+	// blocks campaigns until its TTL runs out or a newer term replaces it.
+	Stale bool
 }
 
 // None reports whether l means "no leader".
 func (l Leader) None() bool { return l.Identity == "" }
 
-// sameLeader reports whether a and b describe the same leadership: the same
-// identity in the same term. TTL is ignored, since it changes with every
-// observation; every "no leader" is the same, whatever its other fields.
-func sameLeader(a, b Leader) bool {
-	if a.None() || b.None() {
-		return a.None() == b.None()
+// Same reports whether l and o describe the same leadership: the same
+// identity in the same term. TTL and Stale are ignored, since they change
+// with every observation; every "no leader" is the same, whatever its other
+// fields.
+func (l Leader) Same(o Leader) bool {
+	if l.None() || o.None() {
+		return l.None() == o.None()
 	}
-	return a.Identity == b.Identity && a.Fence == b.Fence
+	return l.Identity == o.Identity && l.Fence == o.Fence
 }
 
 // Callbacks is the set of functions a user gives the elector. OnElected is

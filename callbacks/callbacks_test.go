@@ -44,8 +44,8 @@ func TestSameLeader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := sameLeader(tt.a, tt.b); got != tt.want {
-				t.Errorf("sameLeader(%+v, %+v) = %v; want %v", tt.a, tt.b, got, tt.want)
+			if got := tt.a.Same(tt.b); got != tt.want {
+				t.Errorf("(%+v).Same(%+v) = %v; want %v", tt.a, tt.b, got, tt.want)
 			}
 		})
 	}

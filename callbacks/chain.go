@@ -11,9 +11,10 @@ import (
 //   - OnElected runs every set's OnElected concurrently, each in its own
 //     goroutine, and returns when all have returned. They share one ctx,
 //     derived from the term's: it is cancelled when the term ends and also when
-//     one of them panics, since a panic ends the term's work. The panics are
-//     re-raised together once all have returned, for the dispatcher to log.
-//     With a single OnElected, it is called directly.
+//     one of them panics, since a panic ends the term's work. Under a
+//     Dispatcher a panic is logged (and the elector told) at once; the panics
+//     are re-raised together once all have returned. With a single
+//     OnElected, it is called directly.
 //   - OnLost and OnNewLeader call every set's function in the order given.
 //     A panic in one does not stop the others; the panics are re-raised
 //     together after the last one ran. Place [ExitOnLost] last: nothing after
@@ -60,6 +61,16 @@ func Chain(sets ...Callbacks) Callbacks {
 					defer func() {
 						if r := recover(); r != nil {
 							p := capturePanic(r)
+							if report, ok := ctx.Value(reporterKey{}).(reporter); ok {
+								// Logged now, and the term ended, not
+								// once every sibling has returned.
+								for i := range p {
+									if !p[i].reported {
+										report(p[i])
+										p[i].reported = true
+									}
+								}
+							}
 							mu.Lock()
 							ps = append(ps, p...)
 							mu.Unlock()

@@ -18,6 +18,38 @@ func WithLogger(l *slog.Logger) DispatcherOption {
 	return func(d *Dispatcher) { d.log = l }
 }
 
+// WithPanicHandler sets fn to be called for every panic recovered from a
+// callback, right after it was logged, on the goroutine that panicked and
+// before anything else happens there: an elector uses it to end the term of
+// an OnElected that panicked at once, rather than when the term would have
+// ended anyway. fn must not block for long and must not call Elected, Lost
+// or Close.
+func WithPanicHandler(fn func(Panic)) DispatcherOption {
+	return func(d *Dispatcher) { d.onPanic = fn }
+}
+
+// WithBeforeLost sets fn to be called once per term by Lost and Close, after
+// OnElected has returned (or panicked) and before OnLost is queued, on the
+// goroutine that called Lost or Close. An elector settles the leadership
+// there (releases the key), so that a standby can only win once this term's
+// work has stopped, and OnLost learns of a settled term.
+func WithBeforeLost(fn func(Term)) DispatcherOption {
+	return func(d *Dispatcher) { d.beforeLost = fn }
+}
+
+// Panic is a panic recovered from a callback.
+type Panic struct {
+	// Callback is "OnElected", "OnLost" or "OnNewLeader".
+	Callback string
+	// Term is the term of an OnElected or OnLost call; zero for OnNewLeader.
+	Term Term
+	// Value is what the callback panicked with.
+	Value any
+	// Stack is the stack of the goroutine that panicked, as debug.Stack
+	// printed it where the panic was recovered.
+	Stack []byte
+}
+
 // Dispatcher delivers an elector's transitions to a [Callbacks] set and
 // enforces their contract (see the package documentation): OnLost exactly
 // once after each OnElected and only after it returned, OnLost and
@@ -36,8 +68,10 @@ func WithLogger(l *slog.Logger) DispatcherOption {
 // Close must be called once the Dispatcher is no longer needed: it ends the
 // active term and joins every goroutine the Dispatcher started.
 type Dispatcher struct {
-	cb  Callbacks
-	log *slog.Logger
+	cb         Callbacks
+	log        *slog.Logger
+	onPanic    func(Panic) // optional, see WithPanicHandler
+	beforeLost func(Term)  // optional, see WithBeforeLost
 
 	// termMu serialises Elected, Lost and Close, so that ending a term
 	// (cancel, wait, OnLost) completes before anything else starts or ends one.
@@ -117,6 +151,9 @@ func (d *Dispatcher) runElected(ctx context.Context, at *activeTerm) {
 	if d.cb.OnElected == nil {
 		return
 	}
+	// Chain's OnElected reports the panic of one of its functions at once
+	// through ctx, not only once all of them have returned.
+	ctx = context.WithValue(ctx, reporterKey{}, reporter(func(p recovered) { d.report("OnElected", at.term, p) }))
 	d.protect("OnElected", at.term, func() { d.cb.OnElected(ctx, at.term) })
 }
 
@@ -146,6 +183,9 @@ func (d *Dispatcher) endTerm() {
 
 	at.cancel()
 	<-at.done
+	if d.beforeLost != nil {
+		d.beforeLost(at.term)
+	}
 	if d.cb.OnLost == nil {
 		return
 	}
@@ -173,7 +213,7 @@ func (d *Dispatcher) endTerm() {
 func (d *Dispatcher) NewLeader(l Leader) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed || (d.haveLast && sameLeader(d.last, l)) {
+	if d.closed || (d.haveLast && d.last.Same(l)) {
 		return
 	}
 	d.last, d.haveLast = l, true
@@ -246,7 +286,9 @@ func (d *Dispatcher) work() {
 	}
 }
 
-// protect runs fn, recovering and logging a panic in callback name.
+// protect runs fn, recovering a panic in callback name and reporting it
+// (report) before returning: logged and handed to the panic handler, on the
+// goroutine that panicked.
 func (d *Dispatcher) protect(name string, term Term, fn func()) {
 	defer func() {
 		r := recover()
@@ -254,18 +296,36 @@ func (d *Dispatcher) protect(name string, term Term, fn func()) {
 			return
 		}
 		for _, p := range capturePanic(r) {
-			d.log.Error("callbacks: callback panicked",
-				"callback", name, "name", term.Name, "identity", term.Identity,
-				"fence", term.Fence, "panic", p.value, "stack", string(p.stack))
+			if !p.reported {
+				d.report(name, term, p)
+			}
 		}
 	}()
 	fn()
 }
 
+// report logs a recovered panic at once, with its stack, and hands it to the
+// panic handler.
+func (d *Dispatcher) report(name string, term Term, p recovered) {
+	d.log.Error("callbacks: callback panicked",
+		"callback", name, "name", term.Name, "identity", term.Identity,
+		"fence", term.Fence, "panic", p.value, "stack", string(p.stack))
+	if d.onPanic != nil {
+		d.onPanic(Panic{Callback: name, Term: term, Value: p.value, Stack: p.stack})
+	}
+}
+
+// reporter reports a panic recovered inside a callback at once; the
+// dispatcher hands one to OnElected through its ctx (reporterKey).
+type reporter func(recovered)
+
+type reporterKey struct{}
+
 // recovered is one panic value and the stack of the goroutine that panicked.
 type recovered struct {
-	value any
-	stack []byte
+	value    any
+	stack    []byte
+	reported bool // already reported through a reporter: not again
 }
 
 // panics is what [Chain] re-panics with after recovering panics in the

@@ -143,7 +143,7 @@ func TestDispatcherChurn(t *testing.T) {
 	// OnNewLeader: changes only, and this goroutine's reports in call order.
 	var mine []int64
 	for i, l := range r.leaders {
-		if i > 0 && sameLeader(r.leaders[i-1], l) {
+		if i > 0 && r.leaders[i-1].Same(l) {
 			t.Errorf("OnNewLeader #%d = %+v; same as the one before", i, l)
 		}
 		if l.Identity == "me" {

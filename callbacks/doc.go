@@ -33,10 +33,14 @@
 //   - Lost blocks until OnLost has returned. The elector calls it from its
 //     campaign loop, so the next campaign starts only after the user finished
 //     stepping down.
-//   - A panic in any callback is recovered and logged through the dispatcher's
-//     *slog.Logger. A panic in OnElected ends that term's work, not the term:
-//     the elector still holds leadership until it calls Lost, and OnLost still
-//     fires then.
+//   - A panic in any callback is recovered and logged at once, with its stack,
+//     through the dispatcher's *slog.Logger, and handed to the panic handler
+//     ([WithPanicHandler]) on the goroutine that panicked; inside [Chain], as
+//     soon as one function panics, not once its siblings return. The elector's
+//     handler ends the term of an OnElected that panicked at once (it never
+//     keeps a leadership whose work has stopped); OnLost still fires for it.
+//   - Between OnElected's return and OnLost, [WithBeforeLost] runs: the
+//     elector releases the leadership there.
 //
 // Because OnLost and OnNewLeader share one goroutine, a slow one delays every
 // later callback, and a slow OnElected (one that ignores ctx) delays OnLost and

@@ -94,6 +94,20 @@ type Config struct {
 	// short.
 	OnRenew func(at time.Time)
 
+	// CrashOnPanic makes a panic in a callback fatal, as client-go's leader
+	// election does: the leadership is stepped down from and released, Run
+	// stops as if its ctx had ended, and Run then panics with the callback's
+	// value, so an unrecovered panic crashes the process and a supervisor
+	// restarts it. By default (false) the panic is logged with its stack the
+	// moment it happens; a panic in OnElected ends that term at once (its key
+	// released, OnLost run) and the candidate pauses before campaigning again
+	// (RetryPeriod, doubling with each panicking term in a row, up to the
+	// larger of TTL and 30s), so a standby takes over and a panic that
+	// happens every time does not bounce the leadership around; a panic in
+	// OnLost or OnNewLeader is only logged. Either way no leadership is ever
+	// held by work that has stopped.
+	CrashOnPanic bool
+
 	// KeepOnCancel keeps the leadership key on the server when Run's ctx
 	// ends: the elector stops renewing and the key expires at the end of its
 	// TTL. By default (false) a leader whose Run ends releases the key, so a

@@ -13,12 +13,13 @@
 // Watch, Elector.Leader) read the identity back as everything before the
 // last '#'.
 //
-// Run campaigns with a blocking lock.Acquire, which does not poll: a standby
-// wakes when the leader releases (a publish on the lock's channel) and at
-// the moment the leader's TTL runs out; it retries every RetryPeriod only in
-// case it missed both. Server errors are retried with an exponential backoff
-// capped at RetryPeriod, forever. Once elected, a lease.Lease renews the key
-// every RetryPeriod. The term ends when
+// Run first asks the server whether this client may do everything an
+// elector does (lock.Lock.Check), then campaigns with a blocking
+// lock.Acquire, which does not poll: a standby wakes when the leader
+// releases (a publish on the lock's channel) and at the moment the leader's
+// TTL runs out; it retries every RetryPeriod only in case it missed both.
+// Once elected, a lease.Lease renews the key every RetryPeriod. The term
+// ends when
 //
 //   - a renewal finds the key deleted or someone else's (reason
 //     lost_not_owned): at once;
@@ -27,10 +28,47 @@
 //     slow. Once OnLost has returned, the elector still tries to delete the
 //     key by its token, so that if the server answers again the next leader
 //     need not wait for the TTL;
+//   - a renewal is refused for good, e.g. a permission revoked (refused): at
+//     once, as for expired_locally;
 //   - Resign is called (resigned): the key is released, and the candidate
 //     waits RetryPeriod before campaigning again so that a standby wins;
+//   - OnElected panics (panicked): at once; the panic is logged with its
+//     stack when it happens, the key is released, and the candidate waits
+//     before campaigning again (RetryPeriod, doubling with each panicking
+//     term in a row, up to max(TTL, 30s)); with CrashOnPanic, Run stops and
+//     panics instead, once the key is released;
 //   - Run's ctx ends (context_done): the key is released unless KeepOnCancel
 //     is set, in which case it expires at the end of its TTL.
+//
+// OnElected's ctx is cancelled with the reason as its cause
+// (context.Cause): ErrResigned, ErrPanicked, ErrStopped, or the lease's
+// error, which wraps lease.ErrLost and lock.ErrNotOwned, lease.ErrExpired or
+// lock.ErrMisconfigured.
+//
+// # Failures
+//
+// Each kind of failure has one outcome:
+//
+//   - transient (the server unreachable, timed out, READONLY, LOADING,
+//     MASTERDOWN, CLUSTERDOWN, TRYAGAIN during a failover): retried with an
+//     exponential backoff capped at RetryPeriod, forever; a leader steps down
+//     at its renew deadline if renewals keep failing;
+//   - permanent (lock.ErrMisconfigured: NOPERM, NOAUTH/WRONGPASS,
+//     WRONGTYPE, an unknown command such as a Sentinel's, MOVED without
+//     cluster mode): Run steps down and returns an error that wraps it and
+//     quotes the server: at once when the startup check finds a permission
+//     missing, after three refused campaign attempts in a row, or three
+//     refused reads of the leader. A SUBSCRIBE refused while running (a
+//     permission revoked) is logged once; standbys and watchers then rely on
+//     reads at the leader's TTL and their fallback pace.
+//   - a panic in a callback: see above; a panic in OnLost or OnNewLeader is
+//     logged at once and changes nothing else (with CrashOnPanic, it ends
+//     Run and Run panics).
+//   - a release that cannot be confirmed after a term ended on the
+//     leader's own clock (the server paused or unreachable): retried in the
+//     background until the server answers or Run returns, and sent as EVAL,
+//     so that a server resuming without its script cache runs it and a
+//     renewal it runs late cannot keep a dead term alive for a whole TTL.
 //
 // After a term that was lost or resigned, Run campaigns again; it stops only
 // when its ctx ends. An acquisition whose reply arrives after its own
@@ -67,9 +105,10 @@
 //     server's by that margin.
 //   - Valkey paused (SIGSTOP) or unreachable for everyone: the leader steps
 //     down after RenewDeadline; nobody can be elected until Valkey answers
-//     again; then the first candidate to acquire wins. Renewals queued
-//     during a pause longer than the TTL run on resume and find the key
-//     expired, so they cannot revive a term that was given up.
+//     again; then the first candidate to acquire wins. A renewal queued
+//     during the pause runs on resume, but the leader's release, retried
+//     until the server answers, runs too, so the dead term's key is gone
+//     within a round trip of the resume (TestStalledServerDoesNotReviveADeadTerm).
 //   - Valkey restarted without persistence: every key is gone; the leader
 //     finds its key missing at its next renewal and steps down; a new leader
 //     is elected with a fencing token greater than every earlier one (the
@@ -87,16 +126,20 @@
 // another OnLost or OnNewLeader; the next term's OnElected starts only after
 // the previous OnLost returned. OnNewLeader reports every change of leader
 // observed on the server, this candidate's own election and "no leader"
-// included.
+// included; a leader whose fence is lower than one already reported (the
+// server went back in time) comes with Leader.Stale set and a warning.
 //
 // The key is settled between OnElected's return and OnLost: released after
-// Resign or when Run ends, left to expire with KeepOnCancel, or already
-// lost. So a standby can win only once the previous leader's OnElected has
-// returned, unless the term was lost to the server (expiry, deletion,
-// partition): then another candidate may lead while OnElected is still
-// winding down, and only fencing tokens protect shared resources. Make
-// OnElected return promptly when its ctx is done: Run, Resign, OnLost and the
-// next campaign all wait for it.
+// Resign, a panic, or when Run ends, left to expire with KeepOnCancel, or
+// already lost. So a standby can win only once the previous leader's
+// OnElected has returned, unless the term was lost to the server (expiry,
+// deletion, partition): then another candidate may lead while OnElected is
+// still winding down, and only fencing tokens protect shared resources. Make
+// OnElected return promptly when its ctx is done: OnLost, the release and
+// the next campaign wait for it.
+//
+// Resign returns once the step-down has begun; it never waits for OnElected,
+// so any goroutine may call it with any ctx, OnElected included.
 //
 // # Guarantees and limits
 //
@@ -136,5 +179,5 @@
 // while leading). The observable ones are reported while Run runs.
 //
 // Logs go to Config.Logger: transitions at Info, renewals at Debug, retried
-// errors at Warn.
+// errors at Warn, callback panics and permanent errors at Error.
 package election

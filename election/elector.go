@@ -16,10 +16,18 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// maxRefusals is how many campaign attempts in a row the server may refuse
+// for good (lock.ErrMisconfigured) before Run gives up and returns the error.
+// More than one, so that a reply seen once during a reconfiguration (an ACL
+// being rewritten, a node joining a cluster) does not end Run; few, so that
+// a missing permission is reported within a few retry periods, not retried
+// forever.
+const maxRefusals = 3
+
 // Elector campaigns for the leadership of one election and reports its
 // transitions through the configured callbacks. Build it with New and call
 // Run; every other method is safe to call concurrently with Run and with
-// each other, from any goroutine.
+// each other, from any goroutine, callbacks included.
 type Elector struct {
 	cfg      Config
 	lock     *lock.Lock
@@ -34,37 +42,6 @@ type Elector struct {
 	mu      sync.Mutex // guards current
 	current *term      // the term led or being stepped down from; nil while campaigning
 }
-
-// term is one leadership term of an Elector, from the acquisition to the end
-// of its step-down.
-type term struct {
-	cb     callbacks.Term
-	lease  *lease.Lease
-	parent trace.SpanContext // Run's ctx span context: the parent of the term's spans
-	span   trace.SpanContext // the campaign span, which the term's later spans link to
-
-	resign     chan struct{} // closed by the first Resign
-	resignOnce sync.Once
-	finished   chan struct{} // closed once the key was released, kept or found lost
-	finishOnce sync.Once
-
-	// reason and stepCtx are written by the campaign loop before it asks the
-	// dispatcher to end the term, and read by finish after OnElected's ctx
-	// was cancelled: the cancellation orders them.
-	reason  reason
-	stepCtx context.Context
-
-	// releaseErr is written by finish before finished is closed.
-	releaseErr error
-
-	mu        sync.Mutex // guards the fields below
-	leading   bool       // from the election until the step-down begins
-	lastRenew time.Time  // when the last successful renewal, or the acquisition, was sent
-}
-
-// termKey marks the ctx given to OnElected, so that Resign called with it
-// knows it must not wait for OnElected to return.
-type termKey struct{}
 
 // New returns an Elector for cfg on client, which the caller keeps owning
 // (the Elector never closes it). New copies cfg, fills in the defaults and
@@ -83,6 +60,7 @@ func New(client valkey.Client, cfg Config) (*Elector, error) {
 		RetryInterval:  cfg.RetryPeriod,
 		KeyPrefix:      cfg.KeyPrefix,
 		TracerProvider: cfg.TracerProvider,
+		Logger:         cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("election: %w", err)
@@ -107,17 +85,52 @@ func (e *Elector) Name() string { return e.cfg.Name }
 // Identity returns this candidate's identity, as configured or defaulted.
 func (e *Elector) Identity() string { return e.cfg.Identity }
 
+// run is the state of one Run call that callbacks and the observer reach.
+type run struct {
+	stop context.CancelCauseFunc // ends the campaign loop, with why
+
+	mu       sync.Mutex
+	panicked *callbacks.Panic // the first callback panic, for CrashOnPanic
+	failure  error            // a permanent error that ended Run
+
+	releases sync.WaitGroup // releases of ended terms still being retried
+}
+
+// fail ends Run with err, a permanent failure, unless one came first.
+func (r *run) fail(err error) {
+	r.mu.Lock()
+	if r.failure == nil {
+		r.failure = err
+	}
+	r.mu.Unlock()
+	r.stop(err)
+}
+
 // Run campaigns for leadership until ctx ends. When elected it starts
 // OnElected and keeps the leadership alive; when the leadership is lost or
-// resigned it steps down (OnElected's ctx is cancelled, OnElected returns,
+// resigned, or OnElected panics, it steps down (OnElected's ctx is cancelled
+// with the reason as its cause, OnElected returns, the key is settled,
 // OnLost runs) and campaigns again. Meanwhile it reports every change of
 // leader to OnNewLeader.
 //
-// When ctx ends, a leader steps down as above and releases the leadership
-// unless Config.KeepOnCancel is set. Run returns ctx.Err() once every
-// goroutine it started has exited and every callback has returned. It
-// returns ErrRunning at once if another Run of e has not returned yet. An
-// Elector may Run again after Run returned.
+// Before campaigning it asks the server whether this client has every
+// permission the election needs (lock.Lock.Check). Run returns:
+//   - ctx.Err() once ctx has ended: a leader steps down as above and
+//     releases the leadership unless Config.KeepOnCancel is set;
+//   - an error wrapping lock.ErrMisconfigured, after stepping down, when the
+//     server refuses for good: at once for a missing permission found by
+//     the check, after maxRefusals refused campaign attempts in a row, or
+//     when it refuses to show the leader;
+//   - ErrRunning at once if another Run of e has not returned yet.
+//
+// Transient failures (the server unreachable, READONLY or LOADING during a
+// failover) never end Run: they are retried with backoff.
+//
+// With Config.CrashOnPanic, a panic in a callback ends Run as ctx would, and
+// Run then panics with the same value once the leadership is released.
+//
+// Run returns once every goroutine it started has exited and every callback
+// has returned. An Elector may Run again after Run returned.
 func (e *Elector) Run(ctx context.Context) error {
 	if !e.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -129,32 +142,95 @@ func (e *Elector) Run(ctx context.Context) error {
 	}
 	defer func() { _ = reg.Unregister() }() // fails only if the SDK already shut down
 
-	d := callbacks.NewDispatcher(e.dispatched(), callbacks.WithLogger(e.log))
+	if err := e.lock.Check(ctx); err != nil {
+		switch {
+		case errors.Is(err, lock.ErrMisconfigured):
+			e.log.Error("election: the server refuses what the election needs", "error", err)
+			return fmt.Errorf("election %q: %w", e.cfg.Name, err)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		e.log.Warn("election: could not check permissions; campaigning anyway", "error", err)
+	}
+
+	caller := ctx
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	r := &run{stop: stop}
+	d := callbacks.NewDispatcher(e.dispatched(),
+		callbacks.WithLogger(e.log),
+		callbacks.WithPanicHandler(func(p callbacks.Panic) { e.panicked(r, p) }),
+		callbacks.WithBeforeLost(e.settle),
+	)
 	obs := newObserver(e.lock, e.fallback, e.log, d.NewLeader)
-	// The observer outlives ctx until the last step-down is over: valkey-go
-	// shares a connection being set up among its callers, so a read
-	// cancelled with ctx could fail the release that follows.
-	octx, stopObserving := context.WithCancel(context.WithoutCancel(ctx))
+	// The observer and the releases of ended terms outlive ctx until the
+	// last step-down is over: valkey-go shares a connection being set up
+	// among its callers, so a read cancelled with ctx could fail the
+	// release that follows.
+	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Go(func() { obs.run(octx) })
+	wg.Go(func() {
+		if err := obs.run(life); err != nil {
+			r.fail(fmt.Errorf("election %q: %w", e.cfg.Name, err))
+		}
+	})
 
-	e.campaignLoop(ctx, d, obs)
+	e.campaignLoop(ctx, life, d, obs, r)
 
-	stopObserving()
+	endLife()
 	wg.Wait()
+	r.releases.Wait()
 	d.Close()
-	return ctx.Err()
+
+	if r.panicked != nil && e.cfg.CrashOnPanic {
+		panic(r.panicked.Value)
+	}
+	if r.failure != nil {
+		return r.failure
+	}
+	return caller.Err()
+}
+
+// panicked is the dispatcher's panic handler: a panic in OnElected ends its
+// term at once (Run then backs off before campaigning again); with
+// CrashOnPanic any callback's panic ends Run.
+func (e *Elector) panicked(r *run, p callbacks.Panic) {
+	r.mu.Lock()
+	first := r.panicked == nil
+	if first {
+		r.panicked = &p
+	}
+	r.mu.Unlock()
+	if p.Callback == "OnElected" {
+		if t := e.termOf(p.Term); t != nil {
+			t.panicOnce.Do(func() { close(t.panic) })
+		}
+	}
+	if e.cfg.CrashOnPanic && first {
+		r.stop(fmt.Errorf("election: %s panicked: %v", p.Callback, p.Value))
+	}
 }
 
 // campaignLoop campaigns, leads, steps down and campaigns again until ctx
-// ends. It returns with no term active.
-func (e *Elector) campaignLoop(ctx context.Context, d *callbacks.Dispatcher, obs *observer) {
+// ends or the server refuses for good. It returns with no term active.
+// life outlives ctx until Run has stepped down: releases of ended terms that
+// must be retried use it.
+func (e *Elector) campaignLoop(ctx, life context.Context, d *callbacks.Dispatcher, obs *observer, r *run) {
 	parent := trace.SpanContextFromContext(ctx)
 	bo := newBackoff(e.cfg.RetryPeriod)
+	panics := newPanicBackoff(e.cfg.RetryPeriod, e.cfg.TTL)
 	for {
 		h, start, attempts, err := e.campaign(ctx, bo)
 		if err != nil {
-			return // ctx ended
+			r.fail(fmt.Errorf("election %q: %w", e.cfg.Name, err))
+			return
+		}
+		if h == nil { // ctx ended
+			return
+		}
+		if ctx.Err() != nil { // acquired just as Run was told to stop
+			_ = e.releaseKey(context.WithoutCancel(ctx), h.Fence(), h.Release)
+			return
 		}
 		t, err := e.begin(ctx, parent, h, start, attempts)
 		if err != nil {
@@ -174,26 +250,41 @@ func (e *Elector) campaignLoop(ctx context.Context, d *callbacks.Dispatcher, obs
 		// a short term could end before that.
 		obs.learned(callbacks.Leader{Identity: t.cb.Identity, Fence: t.cb.Fence, TTL: e.cfg.TTL})
 		d.Elected(t.cb)
-		r := e.await(ctx, t)
-		e.stepDown(d, t, r)
+		why := e.await(ctx, t)
+		e.stepDown(d, t, why, life, r)
 		obs.poke()
 		if ctx.Err() != nil {
 			return
 		}
-		// After resigning, let a standby win before competing again.
-		if r == reasonResigned && !sleep(ctx, e.cfg.RetryPeriod) {
+		pause := time.Duration(0)
+		switch why {
+		case reasonResigned:
+			// Let a standby win before competing again.
+			pause = e.cfg.RetryPeriod
+		case reasonPanicked:
+			// A panic that happens every time must not turn into a
+			// leadership that bounces as fast as candidates can win it.
+			pause = panics.next()
+			e.log.Warn("election: OnElected panicked; pausing before campaigning again", "pause", pause)
+		default:
+			panics.reset()
+		}
+		if pause > 0 && !sleep(ctx, pause) {
 			return
 		}
 	}
 }
 
 // campaign blocks until it holds the lock or ctx ends. lock.Acquire waits
-// without polling; errors (the server unreachable, mostly) are retried with a
-// backoff capped at RetryPeriod. It returns when it started, and how many
-// Acquire calls it made.
+// without polling; transient errors (the server unreachable, mostly) are
+// retried with a backoff capped at RetryPeriod, forever; errors the server
+// will keep returning (lock.ErrMisconfigured) end the campaign after
+// maxRefusals in a row. It returns when it started, and how many Acquire
+// calls it made. The error is nil when ctx ended.
 func (e *Elector) campaign(ctx context.Context, bo *cappedBackoff) (*lock.Held, time.Time, int, error) {
 	e.campaigns.Add(1)
 	start := time.Now()
+	refusals := 0
 	for attempts := 1; ; attempts++ {
 		actx, span := e.tracer.startAcquire(ctx)
 		h, err := e.lock.Acquire(actx, lock.WithToken(termToken(e.cfg.Identity)))
@@ -203,85 +294,22 @@ func (e *Elector) campaign(ctx context.Context, bo *cappedBackoff) (*lock.Held, 
 			return h, start, attempts, nil
 		}
 		if ctx.Err() != nil {
-			return nil, start, attempts, ctx.Err()
+			return nil, start, attempts, nil
 		}
 		wait := bo.NextBackOff()
-		e.log.Warn("election: campaign failed; retrying", "error", err, "retry_in", wait)
-		if !sleep(ctx, wait) {
-			return nil, start, attempts, ctx.Err()
+		if errors.Is(err, lock.ErrMisconfigured) {
+			if refusals++; refusals >= maxRefusals {
+				e.log.Error("election: the server refuses to let this candidate campaign; giving up", "error", err, "attempts", refusals)
+				return nil, start, attempts, err
+			}
+			e.log.Error("election: the server refused the campaign; retrying a few times", "error", err, "retry_in", wait)
+		} else {
+			refusals = 0
+			e.log.Warn("election: campaign failed; retrying", "error", err, "retry_in", wait)
 		}
-	}
-}
-
-// begin turns an acquisition into a term: it starts the lease that renews
-// it, records the campaign, and makes the term current.
-func (e *Elector) begin(ctx context.Context, parent trace.SpanContext, h *lock.Held, start time.Time, attempts int) (*term, error) {
-	rtt := time.Since(h.AcquiredAt())
-	t := &term{
-		cb: callbacks.Term{
-			Name:     e.cfg.Name,
-			Identity: e.cfg.Identity,
-			Fence:    h.Fence(),
-			Start:    h.AcquiredAt(),
-		},
-		parent:    parent,
-		span:      e.tracer.campaign(parent, start, h, attempts),
-		resign:    make(chan struct{}),
-		finished:  make(chan struct{}),
-		leading:   true,
-		lastRenew: h.AcquiredAt(),
-	}
-	ls, err := lease.New(h, lease.Config{
-		RenewInterval: e.cfg.RetryPeriod,
-		Validity:      e.cfg.RenewDeadline,
-		// The gap between TTL and RenewDeadline is the election's margin
-		// for clock-rate differences; New checked that it is positive.
-		DriftMargin: e.cfg.TTL - e.cfg.RenewDeadline,
-		OnRenew:     func(at time.Time) { e.renewed(t, at) },
-		RenewContext: func(ctx context.Context) (context.Context, func(error)) {
-			return e.tracer.startRenew(ctx, t.parent, t.span, t.cb.Fence)
-		},
-		OnRenewError: func(at time.Time, err error) {
-			e.meters.renewFailures.Add(context.Background(), 1, e.meters.attrs)
-			e.log.Debug("election: renewal failed", "fence", t.cb.Fence, "error", err)
-		},
-		Logger: e.log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	select {
-	case <-ls.Done():
-		// The acquisition's validity passed before its reply came: the key
-		// is ours on the server but may not be for long enough to lead.
-		err := ls.Err()
-		e.releaseLease(ctx, ls)
-		return nil, err
-	default:
-	}
-	t.lease = ls
-	e.meters.acquireDuration.Record(ctx, rtt.Seconds(), e.meters.attrs)
-	e.meters.transition(ctx, true)
-	e.mu.Lock()
-	e.current = t
-	e.mu.Unlock()
-	e.log.Info("election: elected", "fence", t.cb.Fence, "campaign", time.Since(start).Round(time.Microsecond))
-	return t, nil
-}
-
-// renewed runs on the lease's goroutine after each successful renewal sent
-// at at.
-func (e *Elector) renewed(t *term, at time.Time) {
-	end := time.Now()
-	t.mu.Lock()
-	if at.After(t.lastRenew) {
-		t.lastRenew = at
-	}
-	t.mu.Unlock()
-	e.meters.renewDuration.Record(context.Background(), end.Sub(at).Seconds(), e.meters.attrs)
-	e.log.Debug("election: renewed", "fence", t.cb.Fence, "took", end.Sub(at))
-	if e.cfg.OnRenew != nil {
-		e.cfg.OnRenew(at)
+		if !sleep(ctx, wait) {
+			return nil, start, attempts, nil
+		}
 	}
 }
 
@@ -292,6 +320,8 @@ func (e *Elector) await(ctx context.Context, t *term) reason {
 	case <-t.lease.Done():
 	case <-t.resign:
 		r = reasonResigned
+	case <-t.panic:
+		r = reasonPanicked
 	case <-ctx.Done():
 		r = reasonContextDone
 	}
@@ -304,120 +334,8 @@ func (e *Elector) await(ctx context.Context, t *term) reason {
 	return r
 }
 
-// stepDown ends term t for reason r. The dispatcher cancels OnElected's ctx
-// and waits for it to return; then, still inside the OnElected goroutine,
-// finish releases the key (or lets it expire, or finds it lost), so another
-// candidate can only win once this one has stopped working; then OnLost runs.
-// stepDown returns once OnLost has returned.
-func (e *Elector) stepDown(d *callbacks.Dispatcher, t *term, r reason) {
-	t.mu.Lock()
-	t.leading = false
-	t.mu.Unlock()
-	ctx, span := e.tracer.startStepDown(t.parent, t.span, t.cb, r)
-	t.reason, t.stepCtx = r, ctx
-
-	d.Lost()
-	e.finish(t)    // in case OnElected never started
-	t.lease.Stop() // joins the last renewal: OnLost has returned already
-	if r == reasonExpiredLocally {
-		// The key may still be ours on the server, if the server is
-		// reachable again: delete it by its token so that the next leader
-		// need not wait for the TTL. This waits until OnLost has returned, so
-		// a server that still does not answer delays only the next campaign.
-		e.releaseLease(t.stepCtx, t.lease)
-	}
-
-	if r == reasonExpiredLocally {
-		// Failed renewals were counted as they came (OnRenewError); a
-		// validity bound that passed with a renewal still unanswered (a
-		// paused server) is one more.
-		e.meters.renewFailures.Add(ctx, 1, e.meters.attrs)
-	}
-	e.meters.transition(ctx, false)
-	span.End()
-	e.mu.Lock()
-	e.current = nil
-	e.mu.Unlock()
-
-	attrs := []any{"fence", t.cb.Fence, "reason", string(r), "term", time.Since(t.cb.Start).Round(time.Millisecond)}
-	if r == reasonNotOwned || r == reasonExpiredLocally {
-		attrs = append(attrs, "error", t.lease.Err())
-	}
-	if t.releaseErr != nil {
-		attrs = append(attrs, "release_error", t.releaseErr)
-	}
-	e.log.Info("election: stepped down", attrs...)
-}
-
-// finish settles the key of a term whose OnElected has returned: released
-// after a resignation or, by default, when Run ends; left to expire with
-// KeepOnCancel. A lost lease is left alone here: it renews no more, and
-// joining its last renewal, which may be stuck behind a connection attempt
-// to a server that does not answer, would delay OnLost; stepDown joins it
-// after OnLost. It runs once per term.
-func (e *Elector) finish(t *term) {
-	t.finishOnce.Do(func() {
-		defer close(t.finished)
-		switch {
-		case t.reason == reasonResigned, t.reason == reasonContextDone && !e.cfg.KeepOnCancel:
-			t.releaseErr = e.release(t)
-		case t.reason == reasonContextDone:
-			t.lease.Stop()
-		}
-	})
-}
-
-// release gives the key back with a context bounded by RetryPeriod, so a
-// server that cannot be reached delays the step-down by at most that.
-func (e *Elector) release(t *term) error {
-	err := e.releaseKey(t.stepCtx, t.cb.Fence, t.lease.Release)
-	if err != nil && (errors.Is(err, lock.ErrNotOwned) || errors.Is(err, lease.ErrLost)) {
-		return nil // gone already: the leadership is released all the same
-	}
-	return err
-}
-
-// releaseLease releases a lease that has ended on its own: the key is deleted
-// if the server still stores its token. Failing is not an error: the key
-// expires by its TTL.
-func (e *Elector) releaseLease(ctx context.Context, ls *lease.Lease) {
-	if err := e.releaseKey(context.WithoutCancel(ctx), ls.Fence(), ls.Release); err != nil {
-		e.log.Debug("election: release of a lost term failed; the key expires by its ttl", "fence", ls.Fence(), "error", err)
-	}
-}
-
-// releaseKey runs release (a lease's or an acquisition's) in an
-// election.release span, retrying transport failures for at most
-// RetryPeriod.
-func (e *Elector) releaseKey(ctx context.Context, fence int64, release func(context.Context) error) error {
-	ctx, span := e.tracer.startRelease(ctx, fence)
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.RetryPeriod)
-	defer cancel()
-	err := retryRelease(ctx, release)
-	endRelease(span, err)
-	return err
-}
-
-// retryRelease calls release until it succeeds, finds the key gone, or ctx
-// ends. Both Lease.Release and Held.Release may be called again after a
-// transport failure, which can be as fleeting as a connection that another
-// caller was setting up when its context ended.
-func retryRelease(ctx context.Context, release func(context.Context) error) error {
-	pause := 5 * time.Millisecond
-	for {
-		err := release(ctx)
-		if err == nil || errors.Is(err, lock.ErrNotOwned) || errors.Is(err, lock.ErrNotHeld) || ctx.Err() != nil {
-			return err
-		}
-		if !sleep(ctx, pause) {
-			return err
-		}
-		pause = min(2*pause, 50*time.Millisecond)
-	}
-}
-
-// dispatched wraps the user's OnElected so that the term's key is settled
-// right after it returns, before OnLost.
+// dispatched wraps the user's OnElected so that it runs with the term's own
+// context, which the elector cancels with the reason the term ended.
 func (e *Elector) dispatched() callbacks.Callbacks {
 	cb := e.cfg.Callbacks
 	user := cb.OnElected
@@ -427,15 +345,19 @@ func (e *Elector) dispatched() callbacks.Callbacks {
 			user(ctx, tm)
 			return
 		}
-		// Deferred so that it runs when OnElected panics too; the term's
-		// work then ends, but the term goes on until the loop ends it.
-		defer func() {
-			<-ctx.Done()
-			e.finish(t)
-		}()
+		ctx, cancel := t.work(ctx)
+		defer cancel()
 		user(context.WithValue(ctx, termKey{}, t), tm)
 	}
 	return cb
+}
+
+// settle is the dispatcher's BeforeLost hook: the term's OnElected has
+// returned, so its key can be settled before OnLost runs.
+func (e *Elector) settle(tm callbacks.Term) {
+	if t := e.termOf(tm); t != nil {
+		e.finish(t)
+	}
 }
 
 // termOf returns the current term if it is tm.
@@ -448,20 +370,19 @@ func (e *Elector) termOf(tm callbacks.Term) *term {
 	return e.current
 }
 
-// Resign gives up the leadership, if this candidate leads: OnElected's ctx
-// is cancelled and, once OnElected has returned, the key is released (a
-// blocked standby wins about one round trip later) and OnLost runs. The
-// elector then pauses for RetryPeriod before campaigning again, so that it
-// does not win straight back. Resign is a no-op, returning nil, when this
-// candidate does not lead or is already stepping down.
+// Resign gives up the leadership, if this candidate leads, and returns once
+// the step-down has begun: OnElected's ctx is cancelled (its cause is
+// ErrResigned) and IsLeader reports false. It does not wait for OnElected to
+// return, so any goroutine may call it with any ctx, OnElected itself and
+// the goroutines OnElected waits for included. Once OnElected has returned,
+// the key is released (a blocked standby wins about one round trip later)
+// and OnLost runs; the elector then pauses for RetryPeriod before
+// campaigning again, so that it does not win straight back.
 //
-// Resign returns once the key is released, with the release's error when it
-// could not be (the key then expires at the end of its TTL), or ctx's error
-// if ctx ends first. OnLost may still be running when it returns.
-//
-// Called with OnElected's ctx (or one derived from it), Resign only starts
-// the step-down and returns nil at once: the release waits for OnElected to
-// return. Resign must not be called from OnLost or OnNewLeader.
+// Resign returns nil, also when this candidate does not lead or is already
+// stepping down, or ctx's error if ctx ends before the step-down begins.
+// To wait for the release too, wait for OnLost, or end Run's ctx and wait
+// for Run to return.
 func (e *Elector) Resign(ctx context.Context) error {
 	e.mu.Lock()
 	t := e.current
@@ -470,27 +391,17 @@ func (e *Elector) Resign(ctx context.Context) error {
 		return nil
 	}
 	t.resignOnce.Do(func() { close(t.resign) })
-	if ctx.Value(termKey{}) == t {
-		return nil
-	}
 	select {
-	case <-t.finished:
-		if t.reason != reasonResigned {
-			return nil // lost or stopped meanwhile
-		}
-		if t.releaseErr != nil {
-			return fmt.Errorf("election: resign: %w", t.releaseErr)
-		}
+	case <-t.stepping:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("election: resign: %w", context.Cause(ctx))
+		select {
+		case <-t.stepping: // OnElected's own ctx, cancelled by this very step-down
+			return nil
+		default:
+			return fmt.Errorf("election: resign: %w", context.Cause(ctx))
+		}
 	}
-}
-
-func (t *term) isLeading() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.leading
 }
 
 // IsLeader reports whether this candidate leads: true from its election until
@@ -557,3 +468,25 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// panicBackoff paces campaigns after terms that ended in a panic: the first
+// pause is RetryPeriod, each further one in a row doubles, up to the larger
+// of the TTL and 30 seconds.
+type panicBackoff struct {
+	first, limit, cur time.Duration
+}
+
+func newPanicBackoff(retry, ttl time.Duration) *panicBackoff {
+	return &panicBackoff{first: retry, limit: max(ttl, 30*time.Second)}
+}
+
+func (p *panicBackoff) next() time.Duration {
+	if p.cur == 0 {
+		p.cur = p.first
+	} else {
+		p.cur = min(2*p.cur, p.limit)
+	}
+	return p.cur
+}
+
+func (p *panicBackoff) reset() { p.cur = 0 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -207,23 +210,37 @@ func TestResignFromOnElected(t *testing.T) {
 	a.checkCallbacks(t)
 }
 
-func TestPanickingOnElectedKeepsTheContract(t *testing.T) {
+// TestPanickingOnElectedEndsItsTerm: a panic in OnElected is logged at once
+// with its stack and ends the term as a resignation would: OnLost, the key
+// released, a standby elected. The work has stopped, so the leadership must
+// not go on.
+func TestPanickingOnElectedEndsItsTerm(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t)
-	a := g.add("a", nil)
+	var logs syncBuffer
+	a := g.add("a", func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	a.work = func(context.Context, callbacks.Term) { panic("boom") }
+	b := g.add("b", nil)
 	a.start()
-	_, cur := g.log.await(t, 0, "election of a", isElected)
-	b := g.add("b", nil).start()
-	// A panic ends the work, not the term: a still leads and renews.
-	if !a.e.IsLeader() {
-		t.Fatal("a.IsLeader() after its OnElected panicked = false; want true")
+	first, cur := g.log.await(t, 0, "election of a", isElected)
+	if first.id != "a" {
+		t.Fatalf("first elected %s; want a", first.id)
 	}
-	if err := a.e.Resign(testCtx(t)); err != nil {
-		t.Fatalf("Resign = %v", err)
+	b.start()
+	_, cur = g.log.await(t, cur, "OnLost of a", lostBy("a"))
+	if a.e.IsLeader() {
+		t.Error("a.IsLeader() after its OnElected panicked and OnLost ran = true; want false")
 	}
-	g.log.await(t, cur, "OnLost of a", lostBy("a"))
-	g.log.await(t, cur, "election of b", electedOtherThan("a"))
+	next, _ := g.log.await(t, cur, "election of b", electedOtherThan("a"))
+	if next.fence <= first.fence {
+		t.Errorf("b's fence %d; want > %d", next.fence, first.fence)
+	}
+	out := logs.String()
+	for _, want := range []string{"callback panicked", "panic=boom", "stack=", "reason=panicked"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("a's log lacks %q:\n%s", want, out)
+		}
+	}
 	// The recording OnElected decrements the counter only when it returns
 	// normally, so the panic leaves it at one too many: undo that.
 	g.leaders.Add(-1)
@@ -231,6 +248,114 @@ func TestPanickingOnElectedKeepsTheContract(t *testing.T) {
 	b.stop()
 	if e, l := a.elected.Load(), a.lost.Load(); e != l {
 		t.Errorf("a: OnElected %d, OnLost %d; want equal", e, l)
+	}
+}
+
+// TestPanickingEveryTermBacksOff: alone, a candidate whose OnElected always
+// panics wins again and again, but waits longer each time: RetryPeriod, then
+// twice that, and so on.
+func TestPanickingEveryTermBacksOff(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	var panics atomic.Int32
+	a := g.add("a", nil)
+	a.work = func(context.Context, callbacks.Term) {
+		panics.Add(1)
+		g.leaders.Add(-1) // the recording OnElected will not get to these
+		a.inElected.Store(false)
+		panic("always")
+	}
+	a.start()
+	var at []time.Time
+	cur := 0
+	for range 4 {
+		var ev event
+		ev, cur = g.log.await(t, cur, "election of a", isElected)
+		at = append(at, ev.at)
+	}
+	a.stop()
+	for i := 1; i < len(at); i++ {
+		// Sleeps only ever last longer than asked: these are lower bounds.
+		want := testRetryPeriod << (i - 1)
+		if gap := at[i].Sub(at[i-1]); gap < want {
+			t.Errorf("term %d came %v after the one before; want at least %v", i+1, gap, want)
+		}
+	}
+}
+
+// TestCrashOnPanic: with CrashOnPanic, Run releases the leadership and then
+// panics with the callback's value.
+func TestCrashOnPanic(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t)
+	a := g.add("a", func(c *Config) { c.CrashOnPanic = true })
+	a.work = func(context.Context, callbacks.Term) {
+		g.leaders.Add(-1) // the recording OnElected will not get to these
+		a.inElected.Store(false)
+		panic("fatal")
+	}
+	recovered := make(chan any, 1)
+	go func() {
+		defer func() { recovered <- recover() }()
+		_ = a.e.Run(context.Background())
+	}()
+	select {
+	case r := <-recovered:
+		if r != "fatal" {
+			t.Fatalf("Run panicked with %v; want the callback's value", r)
+		}
+	case <-time.After(awaitTimeout):
+		t.Fatal("Run did not panic")
+	}
+	if n, _ := g.srv.Do(t, "EXISTS", g.key()).AsInt64(); n != 0 {
+		t.Fatal("the leadership key was left behind when Run panicked")
+	}
+	a.checkCallbacks(t)
+}
+
+// TestResignFromInsideOnElectedWithAnyCtx: Resign called from OnElected, or
+// from a goroutine OnElected waits for, with a ctx that is not the term's,
+// returns at once; the step-down then completes.
+func TestResignFromInsideOnElectedWithAnyCtx(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"direct", "goroutine"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			g := newGroup(t)
+			var once sync.Once
+			var cause error
+			a := g.add("a", nil)
+			a.work = func(ctx context.Context, _ callbacks.Term) {
+				once.Do(func() {
+					resign := func() {
+						if err := a.e.Resign(context.Background()); err != nil {
+							t.Errorf("Resign(context.Background()) = %v", err)
+						}
+					}
+					if how == "direct" {
+						resign()
+					} else {
+						var wg sync.WaitGroup
+						wg.Go(resign)
+						wg.Wait()
+					}
+					<-ctx.Done()
+					cause = context.Cause(ctx)
+				})
+			}
+			b := g.add("b", nil)
+			a.start()
+			_, cur := g.log.await(t, 0, "election of a", isElected)
+			b.start()
+			_, cur = g.log.await(t, cur, "OnLost of a", lostBy("a"))
+			g.log.await(t, cur, "election of b", electedOtherThan("a"))
+			if !errors.Is(cause, ErrResigned) {
+				t.Errorf("cause of OnElected's ctx = %v; want ErrResigned", cause)
+			}
+			a.stop()
+			b.stop()
+			a.checkCallbacks(t)
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
@@ -116,15 +117,6 @@ func leaderFrom(st lock.State) callbacks.Leader {
 	return callbacks.Leader{Identity: identityOf(st.Token), Fence: st.Fence, TTL: st.TTL}
 }
 
-// sameLeader reports whether a and b describe the same leadership: the same
-// identity in the same term; every "no leader" is the same.
-func sameLeader(a, b callbacks.Leader) bool {
-	if a.None() || b.None() {
-		return a.None() == b.None()
-	}
-	return a.Identity == b.Identity && a.Fence == b.Fence
-}
-
 // Watch follows the leader of the election name until ctx ends, calling fn
 // with the current leader first (the zero Leader when there is none) and
 // then on every change of leader (identity or term), including to no
@@ -138,11 +130,20 @@ func sameLeader(a, b callbacks.Leader) bool {
 // lock.Config.Announce), and re-reads the leader on
 // each message; it re-reads at the moment the leader's TTL runs out, since
 // an expiry is not published; and it re-reads every fallback interval
-// (WithFallbackInterval) for anything else. Read errors are logged and
-// retried with backoff.
+// (WithFallbackInterval) for anything else. Transient read errors are logged
+// and retried with backoff, the first at Warn and the rest at Debug until a
+// read succeeds again (logged at Info: "read leader again"). A refused
+// subscription is logged once and Watch goes on reading on its fallback pace
+// and at the leader's TTL.
+//
+// A leader whose fence is lower than one Watch already reported is reported
+// with Stale set and logged at Warn: the server went back in time (a
+// failover that lost writes, a restart without data). See callbacks.Leader.
 //
 // Watch returns nil when ctx ends, after every goroutine it started has
-// exited; it returns an error at once only for invalid arguments.
+// exited. It returns an error for invalid arguments, at once, and one
+// wrapping lock.ErrMisconfigured when the server refuses to show the leader
+// (a missing +multi, +get or key permission) several reads in a row.
 func Watch(ctx context.Context, client valkey.Client, name string, fn func(callbacks.Leader), opts ...ObserveOption) error {
 	if fn == nil {
 		return errors.New("election: watch function must not be nil")
@@ -152,7 +153,9 @@ func Watch(ctx context.Context, client valkey.Client, name string, fn func(callb
 	if err != nil {
 		return err
 	}
-	newObserver(l, o.fallback, o.logger, fn).run(ctx)
+	if err := newObserver(l, o.fallback, o.logger, fn).run(ctx); err != nil {
+		return fmt.Errorf("election: watch %q: %w", name, err)
+	}
 	return nil
 }
 
@@ -172,6 +175,9 @@ type observer struct {
 	seq      uint64           // guarded by reportMu: bumped by learned
 	last     callbacks.Leader // guarded by reportMu: last reported
 	have     bool             // guarded by reportMu: whether last is set
+	highest  int64            // guarded by reportMu: highest fence reported
+
+	subRefused atomic.Bool // a refused subscription was logged
 }
 
 func newObserver(l *lock.Lock, fallback time.Duration, log *slog.Logger, report func(callbacks.Leader)) *observer {
@@ -197,20 +203,33 @@ func (o *observer) learned(l callbacks.Leader) {
 }
 
 // consider reports l if it differs from the last leader reported; the first
-// leader is always reported. o.reportMu must be held.
+// leader is always reported. A leader whose fence is below the highest one
+// reported is marked stale. o.reportMu must be held.
 func (o *observer) consider(l callbacks.Leader) {
-	if o.have && sameLeader(o.last, l) {
+	if o.have && o.last.Same(l) {
 		return
+	}
+	if !l.None() {
+		if l.Fence < o.highest {
+			l.Stale = true
+			o.log.Warn("election: the server names a leader older than one already seen: it went back in time (a failover that lost writes, or a restart without data); that term may have ended",
+				"name", o.lock.Name(), "leader", l.Identity, "fence", l.Fence, "highest_fence_seen", o.highest)
+		} else {
+			o.highest = l.Fence
+		}
 	}
 	o.last, o.have = l, true
 	o.report(l)
 }
 
 // run reports the leader until ctx ends, then waits for its subscription
-// goroutine.
-func (o *observer) run(ctx context.Context) {
+// goroutine. It returns nil then, or an error wrapping lock.ErrMisconfigured
+// once maxRefusals reads in a row were refused for good.
+func (o *observer) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, stop := context.WithCancel(ctx)
+	defer stop() // before wg.Wait: the subscription must end too
 	wg.Go(func() { o.subscribe(ctx) })
 
 	bo := newBackoff(o.fallback)
@@ -219,6 +238,7 @@ func (o *observer) run(ctx context.Context) {
 	defer expiry.Stop()
 	next := time.NewTimer(o.fallback)
 	defer next.Stop()
+	failures, refusals := 0, 0
 
 	for {
 		o.reportMu.Lock()
@@ -231,12 +251,29 @@ func (o *observer) run(ctx context.Context) {
 		cancel()
 		switch {
 		case ctx.Err() != nil:
-			return
+			return nil
 		case err != nil:
 			wait := bo.NextBackOff()
-			o.log.Warn("election: read leader failed; retrying", "name", o.lock.Name(), "error", err, "retry_in", wait)
+			failures++
+			if errors.Is(err, lock.ErrMisconfigured) {
+				if refusals++; refusals >= maxRefusals {
+					o.log.Error("election: the server refuses to show the leader; giving up", "name", o.lock.Name(), "error", err)
+					return err
+				}
+			} else {
+				refusals = 0
+			}
+			level := slog.LevelDebug
+			if failures == 1 {
+				level = slog.LevelWarn
+			}
+			o.log.Log(ctx, level, "election: read leader failed; retrying", "name", o.lock.Name(), "error", err, "retry_in", wait)
 			next.Reset(wait)
 		default:
+			if failures > 0 {
+				o.log.Info("election: read leader again", "name", o.lock.Name(), "failed_reads", failures)
+			}
+			failures, refusals = 0, 0
 			bo.Reset()
 			l := leaderFrom(st)
 			o.reportMu.Lock()
@@ -258,7 +295,7 @@ func (o *observer) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-o.pokes:
 		case <-expiry.C:
 		case <-next.C:
@@ -272,8 +309,13 @@ func (o *observer) run(ctx context.Context) {
 // returns when ctx ends.
 func (o *observer) subscribe(ctx context.Context) {
 	o.lock.Follow(ctx, func(ev lock.Event) {
-		if ev.Kind != lock.Unsubscribed {
+		switch {
+		case ev.Kind != lock.Unsubscribed:
+			o.subRefused.Store(false)
 			o.poke()
+		case errors.Is(ev.Err, lock.ErrMisconfigured) && o.subRefused.CompareAndSwap(false, true):
+			o.log.Warn("election: the server refuses the subscription; following the leader by reads only (at its TTL and every fallback interval)",
+				"name", o.lock.Name(), "error", ev.Err)
 		}
 	})
 }

@@ -89,7 +89,7 @@ func TestLeaderOfAndWatch(t *testing.T) {
 	var prev *callbacks.Leader
 	var highest int64
 	for _, ev := range watched.snapshot() {
-		if prev != nil && sameLeader(*prev, ev.leader) {
+		if prev != nil && prev.Same(ev.leader) {
 			t.Errorf("Watch reported %+v twice in a row", ev.leader)
 		}
 		if !ev.leader.None() {

@@ -42,13 +42,18 @@ const (
 	reasonResigned       reason = "resigned"        // Resign was called
 	reasonNotOwned       reason = "lost_not_owned"  // a renewal found the key gone or someone else's
 	reasonExpiredLocally reason = "expired_locally" // RenewDeadline passed without a successful renewal
-	reasonContextDone    reason = "context_done"    // Run's ctx ended
+	reasonContextDone    reason = "context_done"    // Run's ctx ended, or Run stopped on a permanent error or a panic
+	reasonPanicked       reason = "panicked"        // OnElected panicked
+	reasonRefused        reason = "refused"         // a renewal was refused for good (lock.ErrMisconfigured)
 )
 
 // reasonOf maps the error of a lease that ended on its own.
 func reasonOf(err error) reason {
-	if errors.Is(err, lease.ErrExpired) {
+	switch {
+	case errors.Is(err, lease.ErrExpired):
 		return reasonExpiredLocally
+	case errors.Is(err, lock.ErrMisconfigured):
+		return reasonRefused
 	}
 	return reasonNotOwned
 }
