@@ -200,6 +200,10 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// DefaultIdentity returns the identity a Config without one gets:
+// hostname-pid-xxxxxx, with 6 random hex characters.
+func DefaultIdentity() string { return defaultIdentity() }
+
 // defaultIdentity returns hostname-pid-xxxxxx.
 func defaultIdentity() string {
 	host, err := os.Hostname()
@@ -216,9 +220,12 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// termToken is the value stored at the lock key for one term: the identity,
-// '#', and a suffix that makes it unique per term.
-func termToken(identity string) string {
+// Token returns the value an elector stores at the election's key for one
+// term of identity: the identity, '#', and a random suffix that makes it
+// unique per term. Observers (LeaderOf, Watch) read the identity back. A
+// program that takes an election's lock without an Elector (baton run --try
+// does, with lock and lease) stores a Token so that observers show it.
+func Token(identity string) string {
 	return identity + "#" + randomHex(8)
 }
 

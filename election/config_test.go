@@ -160,7 +160,7 @@ func TestIdentityOf(t *testing.T) {
 			t.Errorf("identityOf(%q) = %q; want %q", tt.token, got, tt.want)
 		}
 	}
-	if tok := termToken("id#x"); identityOf(tok) != "id#x" || tok == termToken("id#x") {
-		t.Errorf("termToken(%q) = %q: identity %q, or not unique", "id#x", tok, identityOf(tok))
+	if tok := Token("id#x"); identityOf(tok) != "id#x" || tok == Token("id#x") {
+		t.Errorf("Token(%q) = %q: identity %q, or not unique", "id#x", tok, identityOf(tok))
 	}
 }

@@ -287,7 +287,7 @@ func (e *Elector) campaign(ctx context.Context, bo *cappedBackoff) (*lock.Held, 
 	refusals := 0
 	for attempts := 1; ; attempts++ {
 		actx, span := e.tracer.startAcquire(ctx)
-		h, err := e.lock.Acquire(actx, lock.WithToken(termToken(e.cfg.Identity)))
+		h, err := e.lock.Acquire(actx, lock.WithToken(Token(e.cfg.Identity)))
 		endAcquire(span, h, err)
 		if err == nil {
 			bo.Reset()

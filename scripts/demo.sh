@@ -96,7 +96,7 @@ watch_pid=$!
 work_cmd='while :; do echo "working as $BATON_IDENTITY fence $BATON_FENCE"; sleep 0.5; done'
 echo "==> starting three candidates: baton run --name $NAME --ttl $TTL --identity cand-N -- sh -c '$work_cmd'"
 for i in 1 2 3; do
-	"$BATON" run --addr "$addr" --name "$NAME" --ttl "$TTL" --grace 1s --identity "cand-$i" --log-level warn \
+	"$BATON" run --addr "$addr" --name "$NAME" --ttl "$TTL" --identity "cand-$i" --log-level warn \
 		-- sh -c "$work_cmd" "demo-$port" > >(sed -u "s/^/    [cand-$i] /") 2>&1 &
 	cand_pid[cand-$i]=$!
 done

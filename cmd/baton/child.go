@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"sync"
@@ -93,26 +94,39 @@ func (c *child) signal(sig syscall.Signal) {
 	}
 }
 
-// killAfter arms a SIGKILL of the group after grace; later calls do nothing.
-func (c *child) killAfter(grace time.Duration) {
+// killAfter arms a SIGKILL of the group after grace, logged when it fires;
+// later calls do nothing.
+func (c *child) killAfter(grace time.Duration, log *slog.Logger) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.kill == nil && !c.exited {
-		c.kill = time.AfterFunc(grace, func() { c.signal(syscall.SIGKILL) })
+		c.kill = time.AfterFunc(grace, func() { c.sigkill(grace, log) })
 	}
 }
 
-// terminate stops the command: SIGTERM to its group, SIGKILL if it has not
-// exited after grace. It returns once the supervisor was reaped.
-func (c *child) terminate(grace time.Duration) {
+// terminate stops the command: SIGTERM to its group, SIGKILL (logged) if it
+// has not exited after grace. It returns once the supervisor was reaped.
+func (c *child) terminate(grace time.Duration, log *slog.Logger) {
 	c.signal(syscall.SIGTERM)
 	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
 	case <-c.done:
 	case <-t.C:
-		c.signal(syscall.SIGKILL)
+		c.sigkill(grace, log)
 		<-c.done
+	}
+}
+
+// sigkill kills the group after its grace period ran out, unless it has
+// exited, and says so.
+func (c *child) sigkill(grace time.Duration, log *slog.Logger) {
+	c.mu.Lock()
+	exited := c.exited
+	c.mu.Unlock()
+	if !exited {
+		log.Warn("baton: grace period expired; sending SIGKILL to the command's group", "grace", grace, "pgid", c.pgid)
+		c.signal(syscall.SIGKILL)
 	}
 }
 

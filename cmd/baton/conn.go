@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/election"
+	"github.com/baton-dev/baton/lock"
 	"github.com/valkey-io/valkey-go"
 )
 
@@ -160,9 +161,11 @@ func (c *connFlags) observeOptions() []election.ObserveOption {
 }
 
 // connect builds a client and checks, within the connect timeout, that the
-// server answers a PING, so that a wrong address or password is reported
-// at once and plainly rather than retried forever.
-func connect(ctx context.Context, c *connFlags, opt valkey.ClientOption) (valkey.Client, error) {
+// server answers a PING and is the kind of server the flags say (HELLO's
+// mode and role), so that a wrong address, password or topology is reported
+// at once and plainly rather than retried forever. write is set for
+// commands that will write (run): a read-only replica is then an error.
+func connect(ctx context.Context, c *connFlags, opt valkey.ClientOption, write bool) (valkey.Client, error) {
 	where := "valkey at " + strings.Join(opt.InitAddress, ",")
 	if opt.Sentinel.MasterSet != "" {
 		where = fmt.Sprintf("valkey master %q via sentinels at %s", opt.Sentinel.MasterSet, strings.Join(opt.InitAddress, ","))
@@ -177,11 +180,59 @@ func connect(ctx context.Context, c *connFlags, opt valkey.ClientOption) (valkey
 		client.Close()
 		return nil, describe(where, opt, err)
 	}
-	if c.cluster && client.Mode() != valkey.ClientModeCluster {
+	if err := checkMode(ctx, client, c, where, write); err != nil {
 		client.Close()
-		return nil, fmt.Errorf("--cluster: %s is not a cluster (mode %s)", where, client.Mode())
+		return nil, err
 	}
 	return client, nil
+}
+
+// checkMode compares what the server says it is (HELLO: mode and role) with
+// what the flags ask for. A server that does not answer HELLO (older than
+// Redis 6) is not checked.
+func checkMode(ctx context.Context, client valkey.Client, c *connFlags, where string, write bool) error {
+	hello, err := client.Do(ctx, client.B().Hello().Build()).AsMap()
+	if err != nil {
+		if c.cluster && client.Mode() != valkey.ClientModeCluster {
+			return fmt.Errorf("--cluster: %s is not a cluster (mode %s)", where, client.Mode())
+		}
+		return nil
+	}
+	field := func(k string) string {
+		m := hello[k]
+		v, _ := m.ToString()
+		return v
+	}
+	mode, role := field("mode"), field("role")
+	switch {
+	case mode == "sentinel":
+		return fmt.Errorf("%s is a Sentinel, not a data node: name the master set with --sentinel-master NAME (or ?master_set=NAME in VALKEY_URL)", where)
+	case mode == "cluster" && client.Mode() != valkey.ClientModeCluster:
+		return fmt.Errorf("%s is a Valkey Cluster node, but the cluster's topology could not be read: grant the user +cluster|shards and +cluster|slots (see docs/operations.md), and check that CLUSTER INFO says cluster_state:ok", where)
+	case c.cluster && client.Mode() != valkey.ClientModeCluster:
+		return fmt.Errorf("--cluster: %s is not a cluster (mode %s)", where, mode)
+	case write && mode == "standalone" && (role == "replica" || role == "slave"):
+		return fmt.Errorf("%s is a read-only replica: give the primary's address, or the sentinels' with --sentinel-master", where)
+	}
+	return nil
+}
+
+// describeRefusal turns an error that the server will keep returning
+// (lock.ErrMisconfigured) into one line that names the user and points to
+// the ACL documentation; other errors are returned as they are.
+func describeRefusal(opt valkey.ClientOption, err error) error {
+	if !errors.Is(err, lock.ErrMisconfigured) {
+		return err
+	}
+	user := opt.Username
+	if user == "" {
+		user = "default"
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	if !strings.Contains(msg, "docs/operations.md") {
+		msg += " (the permissions baton needs are in the ACL section of docs/operations.md)"
+	}
+	return fmt.Errorf("the server refuses what baton needs (user %q): %s", user, msg)
 }
 
 // describe turns a connection failure into one line that says what to fix.

@@ -40,14 +40,14 @@ func cmdLeader(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*conn.connectTimeout)
 	defer cancel()
-	client, err := connect(ctx, &conn, opt)
+	client, err := connect(ctx, &conn, opt, false)
 	if err != nil {
 		return errorf(stderr, err)
 	}
 	defer client.Close()
 	l, err := election.LeaderOf(ctx, client, conn.name, conn.observeOptions()...)
 	if err != nil {
-		return errorf(stderr, err)
+		return errorf(stderr, describeRefusal(opt, err))
 	}
 	if asJSON {
 		writeJSON(stdout, leaderRecord(conn.name, l, time.Time{}))
@@ -70,10 +70,11 @@ type record struct {
 	Identity string     `json:"identity,omitempty"`
 	Fence    int64      `json:"fence,omitempty"`
 	TTLMs    *int64     `json:"ttl_ms,omitempty"` // -1: the key has no expiry
+	Stale    bool       `json:"stale,omitempty"`  // watch only: older than a leader already shown
 }
 
 func leaderRecord(name string, l callbacks.Leader, at time.Time) record {
-	r := record{Name: name, Leader: !l.None(), Identity: l.Identity, Fence: l.Fence}
+	r := record{Name: name, Leader: !l.None(), Identity: l.Identity, Fence: l.Fence, Stale: l.Stale}
 	if !at.IsZero() {
 		r.Time = &at
 	}

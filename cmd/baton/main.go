@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/valkey-io/valkey-go"
 )
@@ -16,10 +19,11 @@ import (
 // Exit statuses of baton itself; `baton run` otherwise exits with its
 // command's status.
 const (
-	exitOK       = 0
-	exitError    = 1 // runtime failure: the server cannot be reached, refused the credentials, ...
-	exitUsage    = 2 // bad flags, arguments or environment
-	exitNoLeader = 3 // `baton leader`: the election has no leader
+	exitOK         = 0
+	exitError      = 1 // runtime failure: the server cannot be reached, refused the credentials, ...
+	exitUsage      = 2 // bad flags, arguments or environment
+	exitNoLeader   = 3 // `baton leader`: the election has no leader
+	exitNotElected = 4 // `baton run --try`: another instance leads; COMMAND did not run
 )
 
 const usage = `baton runs a command only while it leads a named election on Valkey,
@@ -30,6 +34,7 @@ Usage:
   baton leader --name NAME [--json]
   baton watch  --name NAME [--json]
   baton help   [COMMAND]
+  baton --version
 
 Commands:
   run     campaign for NAME and run COMMAND while leader; stop it when leadership is lost
@@ -46,8 +51,11 @@ Environment:
   VALKEY_PASSWORD   password (overrides the URL's); there is no password flag, so it never shows in ps
 
 Examples:
-  # Three hosts run this; the report runs on exactly one, another takes over within 15s if it dies.
-  baton run --name nightly-report -- ./report.sh --since yesterday
+  # Three hosts run this; the worker runs on exactly one, another takes over within 15s if it dies.
+  baton run --name ingest -- ./ingest
+
+  # Three hosts' cron start this at 02:00; the report runs once, on one of them.
+  baton run --try --hold 1h --name nightly-report -- ./report.sh --since yesterday
 
   # Who leads?
   baton leader --name nightly-report
@@ -55,8 +63,9 @@ Examples:
   # Follow leadership changes as JSON lines.
   baton watch --name nightly-report --json
 
-Exit status: 0 success; 1 error; 2 bad usage; 3 no leader (baton leader).
-baton run exits with its command's status. Details: docs/cli.md.
+Exit status: 0 success; 1 error; 2 bad usage; 3 no leader (baton leader);
+4 not elected (baton run --try). baton run otherwise exits with its
+command's status. Details: docs/cli.md.
 `
 
 func main() {
@@ -78,6 +87,9 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdWatch(rest, stdout, stderr)
 	case superviseCmd:
 		return supervise(rest)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionLine())
+		return exitOK
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 && rest[0] != "help" {
 			return dispatch([]string{rest[0], "--help"}, stdout, stderr)
@@ -85,7 +97,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "baton: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(stderr, "baton: unknown command %q\nsee 'baton --help'\n", cmd)
 		return exitUsage
 	}
 }
@@ -104,19 +116,46 @@ func newCommand(name, help string) *command {
 
 // parse parses args. It returns ok=false with the exit status when the
 // command should stop: 0 after --help (printed to stdout), 2 after a bad flag
-// (the error and the help go to stderr).
+// (one line with the error, one pointing to --help, on stderr).
 func (c *command) parse(args []string, stdout, stderr io.Writer) (status int, ok bool) {
-	c.fs.SetOutput(stderr) // the flag package writes parse errors here
+	c.fs.SetOutput(io.Discard) // parse errors are reported below, in one line
 	err := c.fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		c.printHelp(stdout)
 		return exitOK, false
 	}
 	if err != nil {
-		c.printHelp(stderr)
-		return exitUsage, false
+		msg := err.Error()
+		if c.unitless(msg) {
+			msg += " (durations need a unit, e.g. 15s or 500ms)"
+		}
+		return c.usageError(stderr, "%s", msg), false
 	}
 	return 0, true
+}
+
+// badValue matches the flag package's message for a value it could not parse.
+var badValue = regexp.MustCompile(`invalid value "([^"]*)" for flag -(\S+):`)
+
+// unitless reports whether msg is a duration flag given a bare number.
+func (c *command) unitless(msg string) bool {
+	m := badValue.FindStringSubmatch(msg)
+	if m == nil {
+		return false
+	}
+	f := c.fs.Lookup(m[2])
+	if f == nil {
+		return false
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return false
+	}
+	if _, ok := g.Get().(time.Duration); !ok {
+		return false
+	}
+	_, err := strconv.ParseFloat(m[1], 64)
+	return err == nil
 }
 
 func (c *command) printHelp(w io.Writer) {
@@ -126,11 +165,11 @@ func (c *command) printHelp(w io.Writer) {
 	c.fs.PrintDefaults()
 }
 
-// usageError reports a bad invocation found after parsing, with a pointer
-// to the help, and returns exit status 2.
+// usageError reports a bad invocation, with a pointer to the help, and
+// returns exit status 2.
 func (c *command) usageError(stderr io.Writer, format string, args ...any) int {
 	fmt.Fprintf(stderr, "baton: "+format+"\n", args...)
-	fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", c.fs.Name())
+	fmt.Fprintf(stderr, "see '%s --help'\n", c.fs.Name())
 	return exitUsage
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,6 +35,9 @@ one of them, and another takes over when the leader dies or is cut off.
   - COMMAND exits: baton releases the leadership at once (a standby takes
     over within a round trip) and exits with COMMAND's status (128+N when
     signal N killed it). With --rerun it campaigns again instead.
+  - --try: one attempt only; if another instance leads, exit 4 at once.
+    With --hold D the leadership is kept D after COMMAND exits by itself,
+    so that a standby starting later finds it taken: run-once for cron.
   - SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 are forwarded to COMMAND's
     process group. After SIGINT or SIGTERM baton does not rerun: it waits
     for COMMAND (SIGKILL after --grace) and exits with its status. With no
@@ -50,34 +54,35 @@ Examples:
   # Fast failover: a crashed leader is replaced within 3s.
   baton run --name sched --ttl 3s -- ./scheduler
 
+  # Cron on three hosts at 02:00: the report runs once, on the first host to
+  # try; the others exit 4, also when their clocks run a few minutes late.
+  baton run --try --hold 1h --name nightly-report -- ./report.sh
+
   # Through TLS with an ACL user.
   VALKEY_URL=valkeys://baton@valkey.internal:6380 VALKEY_PASSWORD=... \
     baton run --name sched --tls-ca /etc/ssl/valkey-ca.pem -- ./scheduler
 `
 
-// checkConfig reports an invalid configuration before baton connects, so
-// that bad flags are usage errors whether or not the server is up.
-func checkConfig(cfg election.Config) error {
-	return cfg.Validate()
-}
-
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	c := newCommand("run", runHelp)
 	var (
-		conn                      connFlags
-		ttl, renewDeadline, retry time.Duration
-		grace                     time.Duration
-		identity                  string
-		rerun                     bool
-		level                     slog.Level
+		conn      connFlags
+		durations runDurations
+		identity  string
+		rerun     bool
+		try       bool
+		hold      time.Duration
+		level     slog.Level
 	)
 	conn.register(c.fs)
-	c.fs.DurationVar(&ttl, "ttl", election.DefaultTTL, "lifetime of the leadership on the server after each renewal: a crashed leader is replaced within it")
-	c.fs.DurationVar(&renewDeadline, "renew-deadline", 0, "how long the leader goes on without a successful renewal before it stops COMMAND (default 2/3 of --ttl)")
-	c.fs.DurationVar(&retry, "retry-period", 0, "renewal interval, and the standbys' fallback retry pace (default 1/5 of --renew-deadline)")
-	c.fs.DurationVar(&grace, "grace", 10*time.Second, "time COMMAND gets to exit after SIGTERM before SIGKILL")
+	c.fs.DurationVar(&durations.ttl, "ttl", election.DefaultTTL, "lifetime of the leadership on the server after each renewal: a crashed leader is replaced within it")
+	c.fs.DurationVar(&durations.renewDeadline, "renew-deadline", 0, "how long the leader goes on without a successful renewal before it stops COMMAND (default 2/3 of --ttl)")
+	c.fs.DurationVar(&durations.retry, "retry-period", 0, "renewal interval, and the standbys' fallback retry pace (default 1/5 of --renew-deadline)")
+	c.fs.DurationVar(&durations.grace, "grace", 0, "time COMMAND gets to exit after SIGTERM before SIGKILL (default and maximum: --ttl minus --renew-deadline, so two COMMANDs never run at once)")
 	c.fs.StringVar(&identity, "identity", "", "this candidate's `name` in the leader record and BATON_IDENTITY (default hostname-pid-random)")
 	c.fs.BoolVar(&rerun, "rerun", false, "when COMMAND exits, release, campaign again and rerun it instead of exiting")
+	c.fs.BoolVar(&try, "try", false, "make one attempt: if another instance leads, exit 4 without running COMMAND (for cron: see --hold)")
+	c.fs.DurationVar(&hold, "hold", 0, "with --try: after COMMAND exits by itself, keep the leadership this long, so that hosts whose cron starts later do not run COMMAND again")
 	c.fs.TextVar(&level, "log-level", slog.LevelInfo, "baton's own log `level` on stderr: debug, info, warn or error")
 	if status, ok := c.parse(args, stdout, stderr); !ok {
 		return status
@@ -88,14 +93,16 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if c.fs.NArg() == 0 {
 		return c.usageError(stderr, "no command to run: put it after --")
 	}
-	if grace < 0 {
-		return c.usageError(stderr, "--grace %v must not be negative", grace)
+	if err := durations.resolve(c.fs); err != nil {
+		return c.usageError(stderr, "%v", err)
 	}
-	if !isSet(c.fs, "renew-deadline") {
-		renewDeadline = (ttl * 2 / 3).Truncate(time.Millisecond)
-	}
-	if !isSet(c.fs, "retry-period") {
-		retry = (renewDeadline / 5).Truncate(time.Millisecond)
+	switch {
+	case try && rerun:
+		return c.usageError(stderr, "--try and --rerun exclude each other: --try runs COMMAND at most once")
+	case hold < 0:
+		return c.usageError(stderr, "--hold %v must not be negative", hold)
+	case hold > 0 && !try:
+		return c.usageError(stderr, "--hold needs --try: without it a standby campaigns again at once and would run COMMAND when the hold ends")
 	}
 	path, err := exec.LookPath(c.fs.Arg(0))
 	if err != nil {
@@ -114,7 +121,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		path:  path,
 		args:  c.fs.Args()[1:],
 		name:  conn.name,
-		grace: grace,
+		grace: durations.grace,
 		rerun: rerun,
 		log:   logger,
 		stop:  stop,
@@ -122,9 +129,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	cfg := election.Config{
 		Name:          conn.name,
 		Identity:      identity,
-		TTL:           ttl,
-		RenewDeadline: renewDeadline,
-		RetryPeriod:   retry,
+		TTL:           durations.ttl,
+		RenewDeadline: durations.renewDeadline,
+		RetryPeriod:   durations.retry,
 		KeyPrefix:     conn.keyPrefix,
 		Logger:        logger,
 		Callbacks: callbacks.Callbacks{
@@ -132,27 +139,70 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			OnNewLeader: r.newLeader,
 		},
 	}
-	if err := checkConfig(cfg); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return c.usageError(stderr, "%s", strings.ReplaceAll(err.Error(), "\n", "\nbaton: "))
+	}
+	if try {
+		return r.once(ctx, cfg, &conn, opt, hold, stderr)
 	}
 	return r.run(ctx, cfg, &conn, opt, stderr)
 }
 
-// run connects, campaigns and runs the command for each term until r.stop
-// ends ctx, and returns baton's exit status.
-func (r *runner) run(ctx context.Context, cfg election.Config, conn *connFlags, opt valkey.ClientOption, stderr io.Writer) int {
-	// From here on SIGINT and SIGTERM stop baton cleanly, and the other
-	// signals are not fatal to it.
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
-	defer signal.Stop(sigs)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	hctx, stopHandling := context.WithCancel(context.Background())
-	defer stopHandling() // runs before wg.Wait
-	wg.Go(func() { r.handleSignals(hctx, sigs) })
+// runDurations are the timing flags of `baton run`.
+type runDurations struct {
+	ttl, renewDeadline, retry, grace time.Duration
+}
 
-	client, err := connect(ctx, conn, opt)
+// resolve fills in the durations the user left out and checks them in the
+// terms the user typed: flags, not fields. The grace period defaults to, and
+// may not exceed, TTL minus renew deadline: a leader cut off from Valkey
+// stops COMMAND (SIGTERM) at its renew deadline and SIGKILLs it a grace
+// period later, which must come before the key can expire and a standby
+// start its own COMMAND.
+func (d *runDurations) resolve(fs *flag.FlagSet) error {
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"ttl", d.ttl}, {"renew-deadline", d.renewDeadline}, {"retry-period", d.retry}, {"grace", d.grace}} {
+		if isSet(fs, f.name) && f.v <= 0 {
+			return fmt.Errorf("--%s %v must be positive", f.name, f.v)
+		}
+	}
+	if !isSet(fs, "renew-deadline") {
+		d.renewDeadline = (d.ttl * 2 / 3).Truncate(time.Millisecond)
+		if d.renewDeadline < time.Millisecond {
+			return fmt.Errorf("--ttl %v is too short: its default --renew-deadline, 2/3 of it, would be below the server's 1ms resolution (give --ttl 3ms or more; below 2s, pauses end healthy terms)", d.ttl)
+		}
+	}
+	if !isSet(fs, "retry-period") {
+		d.retry = (d.renewDeadline / 5).Truncate(time.Millisecond)
+		if d.retry < time.Millisecond {
+			what := "--renew-deadline " + d.renewDeadline.String()
+			if !isSet(fs, "renew-deadline") {
+				what = fmt.Sprintf("--ttl %v (renew deadline %v)", d.ttl, d.renewDeadline)
+			}
+			return fmt.Errorf("%s is too short: the default --retry-period, 1/5 of the renew deadline, would be below 1ms", what)
+		}
+	}
+	margin := d.ttl - d.renewDeadline
+	if !isSet(fs, "grace") {
+		d.grace = margin
+		return nil
+	}
+	if margin > 0 && d.grace > margin {
+		return fmt.Errorf("--grace %v exceeds --ttl %v minus --renew-deadline %v (%v): a leader cut off from Valkey could still run COMMAND after a standby starts its own; use --grace %v or less, or a longer --ttl",
+			d.grace, d.ttl, d.renewDeadline, margin, margin)
+	}
+	return nil
+}
+
+// run connects, campaigns and runs the command for each term until r.stop
+// ends ctx, and returns baton's exit status: exit 1 with one line when the
+// server refuses for good what the election needs.
+func (r *runner) run(ctx context.Context, cfg election.Config, conn *connFlags, opt valkey.ClientOption, stderr io.Writer) int {
+	wait := r.handleSignals()
+	defer wait()
+	client, err := connect(ctx, conn, opt, true)
 	if err != nil {
 		if ctx.Err() != nil { // SIGINT or SIGTERM while connecting
 			return r.status()
@@ -166,8 +216,10 @@ func (r *runner) run(ctx context.Context, cfg election.Config, conn *connFlags, 
 	}
 	r.elector = e
 	r.log.Info("baton: campaigning", "name", cfg.Name, "identity", e.Identity(), "ttl", cfg.TTL,
-		"renew_deadline", cfg.RenewDeadline, "retry_period", cfg.RetryPeriod)
-	_ = e.Run(ctx) // returns ctx.Err() once ctx ends, which only r.stop does
+		"renew_deadline", cfg.RenewDeadline, "retry_period", cfg.RetryPeriod, "grace", r.grace)
+	if err := e.Run(ctx); err != nil && ctx.Err() == nil {
+		return errorf(stderr, describeRefusal(opt, err))
+	}
 	return r.status()
 }
 
@@ -181,7 +233,7 @@ type runner struct {
 	log   *slog.Logger
 	stop  context.CancelFunc // ends Run: the leadership is released if held
 
-	elector *election.Elector // set before Run starts
+	elector *election.Elector // set before Run starts; nil with --try
 
 	mu       sync.Mutex     // guards the fields below
 	child    *child         // the running command, until it was reaped
@@ -217,8 +269,9 @@ func (r *runner) lead(ctx context.Context, term callbacks.Term) {
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		r.log.Warn("baton: leadership lost; stopping the command", "fence", term.Fence, "grace", r.grace)
-		c.terminate(r.grace)
+		r.log.Warn("baton: leadership lost; stopping the command", "fence", term.Fence, "grace", r.grace,
+			"reason", context.Cause(ctx))
+		c.terminate(r.grace, r.log)
 		r.mu.Lock()
 		r.child = nil
 		stopping := r.stopping != 0
@@ -242,8 +295,12 @@ func (r *runner) lead(ctx context.Context, term callbacks.Term) {
 		r.stop()
 		return
 	}
-	r.log.Info("baton: command exited; releasing the leadership and campaigning again", "status", c.code)
-	_ = r.elector.Resign(ctx) // with OnElected's ctx: starts the step-down and returns
+	level := slog.LevelInfo
+	if c.code != 0 {
+		level = slog.LevelWarn
+	}
+	r.log.Log(ctx, level, "baton: command exited; releasing the leadership and campaigning again", "status", c.code)
+	_ = r.elector.Resign(ctx) // starts the step-down and returns
 }
 
 // newLeader is OnNewLeader.
@@ -255,9 +312,25 @@ func (r *runner) newLeader(l callbacks.Leader) {
 	r.log.Info("baton: leader", "name", r.name, "leader", l.Identity, "fence", l.Fence)
 }
 
-// handleSignals forwards signals to the running command; SIGINT and SIGTERM
-// also make baton stop. It returns when ctx ends.
-func (r *runner) handleSignals(ctx context.Context, sigs <-chan os.Signal) {
+// handleSignals starts forwarding signals to the running command; SIGINT
+// and SIGTERM also make baton stop. From then on the other forwarded
+// signals are not fatal to baton. The returned function stops it and waits
+// for its goroutine.
+func (r *runner) handleSignals() (stop func()) {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwarded...)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.forward(ctx, sigs) })
+	return func() {
+		signal.Stop(sigs)
+		cancel()
+		wg.Wait()
+	}
+}
+
+// forward handles signals until ctx ends.
+func (r *runner) forward(ctx context.Context, sigs <-chan os.Signal) {
 	for {
 		var sig syscall.Signal
 		select {
@@ -278,7 +351,7 @@ func (r *runner) handleSignals(ctx context.Context, sigs <-chan os.Signal) {
 			r.log.Debug("baton: forwarding signal to the command", "signal", sig)
 			c.signal(sig)
 			if stop {
-				c.killAfter(r.grace)
+				c.killAfter(r.grace, r.log)
 			}
 		case stop:
 			r.log.Info("baton: stopping", "signal", sig)

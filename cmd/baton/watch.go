@@ -18,7 +18,11 @@ const watchHelp = `Usage: baton watch --name NAME [--json] [connection flags]
 Print the leader of the election NAME, then every change of leader as it
 happens, one line each, until interrupted (SIGINT or SIGTERM: exit 0).
 It does not poll: it follows the election's Pub/Sub channel and the
-leader's TTL. Read errors are logged to stderr and retried.
+leader's TTL. Read errors are logged to stderr (the first at warn, then a
+"read leader again" line once the server answers) and retried; a server
+that refuses the reads for good (a missing permission) ends it with exit 1.
+A leader older than one already printed (the server lost writes in a
+failover or restart) is marked "stale".
 
   $ baton watch --name nightly-report
   2026-11-26T10:00:00.125+01:00 host-a fence=1764150000123456
@@ -47,7 +51,7 @@ func cmdWatch(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	client, err := connect(ctx, &conn, opt)
+	client, err := connect(ctx, &conn, opt, false)
 	if err != nil {
 		return errorf(stderr, err)
 	}
@@ -61,13 +65,15 @@ func cmdWatch(args []string, stdout, stderr io.Writer) int {
 			writeJSON(stdout, leaderRecord(conn.name, l, now))
 		case l.None():
 			fmt.Fprintf(stdout, "%s none\n", now.Format(timeLayout))
+		case l.Stale:
+			fmt.Fprintf(stdout, "%s %s fence=%d stale\n", now.Format(timeLayout), l.Identity, l.Fence)
 		default:
 			fmt.Fprintf(stdout, "%s %s fence=%d\n", now.Format(timeLayout), l.Identity, l.Fence)
 		}
 	}
 	opts := append(conn.observeOptions(), election.WithLogger(logger))
 	if err := election.Watch(ctx, client, conn.name, show, opts...); err != nil {
-		return errorf(stderr, err)
+		return errorf(stderr, describeRefusal(opt, err))
 	}
 	return exitOK
 }
