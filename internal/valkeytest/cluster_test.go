@@ -25,7 +25,12 @@ func TestClusterFailover(t *testing.T) {
 	start = time.Now()
 	primary := c.Failover(t, key)
 	took := time.Since(start)
-	t.Logf("manual failover took %v; meanwhile the client: %s", took.Round(time.Millisecond), w.stop())
+	firstWrite := w.awaitWrite(t)
+	t.Logf("manual failover took %v, first client write %v later; meanwhile the client: %s",
+		took.Round(time.Millisecond), firstWrite.Round(time.Millisecond), w.stop())
+	if lost := w.lost(t, client); lost != 0 {
+		t.Errorf("%d acknowledged writes lost in a manual failover; want 0", lost)
+	}
 	if primary == old {
 		t.Fatalf("Failover returned the old primary %s", old.Addr())
 	}
@@ -35,7 +40,6 @@ func TestClusterFailover(t *testing.T) {
 	if got := c.ReplicasOf(t, primary); !slices.Equal(got, []*Server{old}) {
 		t.Errorf("ReplicasOf(new primary) = %v; want the old primary %s", addrs(got), old.Addr())
 	}
-	t.Logf("first write to %q after Failover took %v", key, awaitWrite(t, client, key))
 	checkKeys(t, client, keys) // a manual failover loses nothing
 	checkKeys(t, client, setKeys(t, client, "after"))
 
@@ -61,9 +65,10 @@ func TestClusterKillPrimary(t *testing.T) {
 	start := time.Now()
 	primary := c.KillPrimary(t, key)
 	took := time.Since(start)
-	firstWrite := awaitWrite(t, client, key)
+	firstWrite := w.awaitWrite(t)
 	t.Logf("kill -9 of the primary: replica promoted in %v, first client write %v later; meanwhile the client: %s",
 		took.Round(time.Millisecond), firstWrite.Round(time.Millisecond), w.stop())
+	t.Logf("acknowledged writes lost: %d", w.lost(t, client))
 	if !slices.Equal(replicas, []*Server{primary}) {
 		t.Errorf("KillPrimary promoted %s; want the replica %v", primary.Addr(), addrs(replicas))
 	}

@@ -45,30 +45,18 @@ func checkKeys(t *testing.T, c valkey.Client, keys []string) {
 	}
 }
 
-// awaitWrite waits until a SET of key through c succeeds, for a client that
-// has to find a new primary, and returns how long that took.
-func awaitWrite(t *testing.T, c valkey.Client, key string) time.Duration {
-	t.Helper()
-	start := time.Now()
-	waitFor(t, topologyTimeout, "a client write to "+key, func() error {
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-		defer cancel()
-		return c.Do(ctx, c.B().Set().Key(key).Value("after").Build()).Error()
-	})
-	return time.Since(start)
-}
-
-// writer writes one key in a loop through a client, from its own goroutine,
-// and records what the client returns, to show what a fault looks like to an
-// application.
+// writer writes keys {key}:0, {key}:1, ... in a loop through a client, from
+// its own goroutine, and records what the client returns, to show what a
+// fault looks like to an application. The keys share key's hash slot.
 type writer struct {
-	start  time.Time
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the loop has returned
+	start     time.Time
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when the loop has returned
+	succeeded chan struct{} // gets a value, if it has room, after every successful write
 
 	// Written by the loop only; read after done is closed. Times are since
 	// start.
-	ok                  int
+	acked               []string       // the keys written successfully
 	failures            map[string]int // by kind of error
 	firstFail, lastFail time.Duration
 	recovered           time.Duration // the first success after lastFail; 0 if none yet
@@ -81,7 +69,13 @@ const writeEvery = 5 * time.Millisecond
 // startWriter starts a writer; call it just before the fault.
 func startWriter(t *testing.T, c valkey.Client, key string) *writer {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &writer{start: time.Now(), cancel: cancel, done: make(chan struct{}), failures: make(map[string]int)}
+	w := &writer{
+		start:     time.Now(),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		succeeded: make(chan struct{}, 1),
+		failures:  make(map[string]int),
+	}
 	go w.loop(ctx, c, key)
 	t.Cleanup(func() { w.stop() })
 	return w
@@ -93,16 +87,21 @@ func (w *writer) loop(ctx context.Context, c valkey.Client, key string) {
 	defer tick.Stop()
 	for n := 0; ; n++ {
 		opCtx, cancel := context.WithTimeout(ctx, time.Second)
-		err := c.Do(opCtx, c.B().Set().Key(key).Value(strconv.Itoa(n)).Build()).Error()
+		k := "{" + key + "}:" + strconv.Itoa(n)
+		err := c.Do(opCtx, c.B().Set().Key(k).Value("1").Build()).Error()
 		cancel()
 		if ctx.Err() != nil {
 			return // stopped: the last result is the stop's doing
 		}
 		at := time.Since(w.start)
 		if err == nil {
-			w.ok++
+			w.acked = append(w.acked, k)
 			if w.lastFail > 0 && w.recovered == 0 {
 				w.recovered = at
+			}
+			select {
+			case w.succeeded <- struct{}{}:
+			default:
 			}
 		} else {
 			w.failures[errorKind(err)]++
@@ -119,13 +118,32 @@ func (w *writer) loop(ctx context.Context, c valkey.Client, key string) {
 	}
 }
 
+// awaitWrite waits until the writer succeeds in a write that ends after the
+// call, for a client that has to find a new primary, and returns how long
+// that took.
+func (w *writer) awaitWrite(t *testing.T) time.Duration {
+	t.Helper()
+	start := time.Now()
+	select {
+	case <-w.succeeded: // from before the call
+	default:
+	}
+	select {
+	case <-w.succeeded:
+		return time.Since(start)
+	case <-time.After(topologyTimeout):
+		t.Fatalf("no successful write in %v", topologyTimeout)
+		return 0
+	}
+}
+
 // stop ends the loop, waits for it and returns a summary of what it saw. It
 // is safe to call more than once.
 func (w *writer) stop() string {
 	w.cancel()
 	<-w.done
 	if len(w.failures) == 0 {
-		return fmt.Sprintf("%d writes, none failed", w.ok)
+		return fmt.Sprintf("%d writes, none failed", len(w.acked))
 	}
 	var kinds []string
 	for _, k := range slices.Sorted(maps.Keys(w.failures)) {
@@ -137,7 +155,23 @@ func (w *writer) stop() string {
 		end = fmt.Sprintf("writing again at +%v", ms(w.recovered))
 	}
 	return fmt.Sprintf("%d writes ok; failures %s from +%v to +%v, %s",
-		w.ok, strings.Join(kinds, ", "), ms(w.firstFail), ms(w.lastFail), end)
+		len(w.acked), strings.Join(kinds, ", "), ms(w.firstFail), ms(w.lastFail), end)
+}
+
+// lost stops the writer and returns how many of its acknowledged writes c
+// cannot find.
+func (w *writer) lost(t *testing.T, c valkey.Client) int {
+	t.Helper()
+	w.stop()
+	found := int64(0)
+	for chunk := range slices.Chunk(w.acked, 500) {
+		n, err := c.Do(t.Context(), c.B().Exists().Key(chunk...).Build()).AsInt64()
+		if err != nil {
+			t.Fatalf("EXISTS on the writer's keys: %v", err)
+		}
+		found += n
+	}
+	return len(w.acked) - int(found)
 }
 
 // errorKind names an error without the addresses in it.
