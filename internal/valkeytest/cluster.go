@@ -322,7 +322,7 @@ func (c *Cluster) settled() (clusterView, error) {
 			return clusterView{}, fmt.Errorf("%s: cluster_state:%s", n.Addr(), state)
 		}
 		if v.nodes[c.ids[i]].primary != "" {
-			if err := linkUp(n); err != nil {
+			if _, err := linkUp(n); err != nil {
 				return clusterView{}, err
 			}
 		}
@@ -486,18 +486,4 @@ func slotRange(s string) (first, last int) {
 		return 0, -1
 	}
 	return first, last
-}
-
-// linkUp returns nil if node is a replica whose link to its primary is up.
-func linkUp(node *Server) error {
-	text, err := node.try("INFO", "replication").ToString()
-	if err != nil {
-		return fmt.Errorf("INFO replication on %s: %w", node.Addr(), err)
-	}
-	info := parseInfo(text)
-	if info["role"] != "slave" || info["master_link_status"] != "up" {
-		return fmt.Errorf("%s: role:%s master_link_status:%s; want a replica with its link up",
-			node.Addr(), info["role"], info["master_link_status"])
-	}
-	return nil
 }

@@ -1,6 +1,7 @@
 package valkeytest
 
 import (
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -40,4 +41,27 @@ func expectOK(tb testing.TB, node *Server, args ...string) {
 	if got := node.String(tb, args...); got != "OK" {
 		tb.Fatalf("valkeytest: %v on %s = %q; want OK", args, node.Addr(), got)
 	}
+}
+
+// replicationInfo returns node's INFO replication.
+func replicationInfo(node *Server) (map[string]string, error) {
+	text, err := node.try("INFO", "replication").ToString()
+	if err != nil {
+		return nil, fmt.Errorf("INFO replication on %s: %w", node.Addr(), err)
+	}
+	return parseInfo(text), nil
+}
+
+// linkUp returns node's INFO replication if node is a replica whose link to
+// its primary is up, and otherwise says what it is.
+func linkUp(node *Server) (map[string]string, error) {
+	info, err := replicationInfo(node)
+	if err != nil {
+		return nil, err
+	}
+	if info["role"] != "slave" || info["master_link_status"] != "up" {
+		return nil, fmt.Errorf("%s: role:%s master_link_status:%s; want a replica with its link up",
+			node.Addr(), info["role"], info["master_link_status"])
+	}
+	return info, nil
 }
