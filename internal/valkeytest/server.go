@@ -58,8 +58,9 @@ func WithArgs(args ...string) Option {
 	return func(c *config) { c.args = append(c.args, args...) }
 }
 
-// Server is a valkey-server process owned by one test. It is safe for
-// concurrent use; Kill, Restart, Pause and Resume are serialised.
+// Server is a valkey-server process owned by one test, or a valkey-sentinel
+// one in a SentinelGroup. It is safe for concurrent use; Kill, Restart,
+// Pause and Resume are serialised.
 type Server struct {
 	bin      string
 	dir      string
