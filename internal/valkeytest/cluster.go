@@ -16,7 +16,7 @@ const (
 	// clusterNodeTimeout is every node's cluster-node-timeout: a node that
 	// does not answer its peers for this long is suspected (PFAIL), and once a
 	// majority of primaries suspect a primary its replica starts an election
-	// some 500-1000 ms later. A killed primary is so replaced in about two
+	// some 500-1000 ms later. A killed primary is so replaced in two to three
 	// seconds. Shorter would risk failovers nobody asked for when a loaded
 	// machine starves a node; longer only makes KillPrimary slower.
 	clusterNodeTimeout = 1000 * time.Millisecond
@@ -50,7 +50,7 @@ func clusterBus() Option {
 // and waits until it has settled, typically two or three seconds. The opts
 // apply to every node; WithArgs can override the cluster's own arguments:
 //
-//	--cluster-node-timeout 1000          (see doc.go for what it sets)
+//	--cluster-node-timeout 1000          a node silent for 1 s is suspected of having failed
 //	--cluster-replica-no-failover no     a replica of a failed primary takes over
 //	--cluster-allow-reads-when-down no   the default: a cluster that is down refuses reads too
 //	--cluster-require-full-coverage yes  the default: a slot without a primary takes the cluster down

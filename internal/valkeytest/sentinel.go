@@ -137,9 +137,12 @@ func (g *SentinelGroup) MasterSet() string {
 // ClientOption returns the options for a valkey-go client that finds the
 // primary through the sentinels: the sentinels as InitAddress, the master
 // set, DisableCache and DisableRetry for the reasons given at
-// Server.ClientOption. Such a client moves to a new primary when a sentinel
-// publishes +switch-master, which happens at the end of a failover; until
-// then its writes to a demoted primary fail with READONLY.
+// Server.ClientOption. SentinelOption.TopologyRefreshInterval is left at
+// zero, valkey-go's default: such a client moves to a new primary only when
+// the sentinel it subscribed to publishes +switch-master, at the end of a
+// failover. Until then it keeps writing to the old primary, which after
+// SENTINEL FAILOVER still accepts the writes, and loses them when it is
+// demoted.
 func (g *SentinelGroup) ClientOption() valkey.ClientOption {
 	return valkey.ClientOption{
 		InitAddress:  g.SentinelAddrs(),
@@ -205,11 +208,12 @@ func (g *SentinelGroup) Replicas(tb testing.TB) []*Server {
 // which the other sentinels learn from its next hello message (every 2 s).
 // Failover waits until every sentinel names the new primary and the group
 // has settled but for the old primary, and returns the new primary; it takes
-// two to four seconds.
+// two to three seconds.
 //
 // The old primary is then still a primary and takes writes: Sentinel demotes
 // it to a replica, discarding them, only once it has seen it claim the
-// primary role for 8 s (four hello periods). AwaitSettled waits for that. A
+// primary role for 8 s (four hello periods), 9-10 s after Failover returns.
+// AwaitSettled waits for that. A
 // client that writes to the old primary until it hears +switch-master loses
 // those writes too: Sentinel, unlike a Cluster manual failover, does not stop
 // writes on the old primary first.
@@ -254,7 +258,7 @@ func (g *SentinelGroup) ResumeReplication(tb testing.TB, replica *Server) {
 
 // AwaitSettled waits until the group has settled (see SentinelGroup) and
 // returns the primary. After Failover that includes the demotion of the old
-// primary, some 8 s later.
+// primary, 9-10 s later.
 func (g *SentinelGroup) AwaitSettled(tb testing.TB) *Server {
 	tb.Helper()
 	return g.awaitSettled(tb, "sentinel group settles")
