@@ -67,7 +67,7 @@
 // takes seconds:
 //
 //	cluster-node-timeout                 1000 ms  a silent cluster node is suspected after this
-//	Sentinel down-after-milliseconds     1000 ms  a silent primary is down for a sentinel after this
+//	Sentinel down-after-milliseconds     2000 ms  a silent primary is down for a sentinel after this
 //	Sentinel failover-timeout            3000 ms  a failover is abandoned, and retried after twice this
 //	Sentinel quorum, parallel-syncs      2, 1
 //	repl-diskless-sync-delay             0        a replica's full sync starts at once, not after 5 s
@@ -77,22 +77,22 @@
 // to each replica every 10 s (1 s during a failover), and demotes a former
 // primary once it has claimed the role for 8 s.
 //
-// Measured with these constants on a shared 2-core machine under -race, five
-// runs idle and two with two CPU-bound processes beside them, which changed
-// nothing beyond noise:
+// Measured with these constants on a shared 2-core machine under -race,
+// idle and beside two CPU-bound processes, which changed nothing beyond
+// noise:
 //
-//	StartCluster ready                        2.1-2.2 s
+//	StartCluster ready                        2.1-2.3 s
 //	Cluster.Failover                          0.15-0.7 s  the client saw no error and lost no write
-//	Cluster.KillPrimary                       2.0-2.7 s
-//	  the client's writes fail until          +1.7-2.5 s, and succeed again at +2.2-3.4 s
+//	Cluster.KillPrimary                       2.0-2.8 s
+//	  the client's writes fail until          +1.6-2.5 s, and succeed again at +2.2-3.4 s
 //	  its writes to other primaries fail      for about 1 s before the promotion, with CLUSTERDOWN
 //	Cluster.RestartNode                       0.1-0.6 s
-//	StartSentinel ready                       2.1-2.2 s
-//	SentinelGroup.Failover                    2.2-2.4 s   until all three sentinels agree
+//	StartSentinel ready                       2.1-2.4 s
+//	SentinelGroup.Failover                    2.2-2.7 s   until all three sentinels agree
 //	  the old primary is demoted              9-10 s later
 //	  the client writes to the old primary    until about +2 s; some 400 writes, one per 5 ms, lost
-//	SentinelGroup.KillPrimary                 4.2-4.5 s
-//	  the client's writes fail until          +2.2-3.4 s
+//	SentinelGroup.KillPrimary                 5.2-5.5 s
+//	  the client's writes fail until          +3.3-4.4 s
 //
 // What valkey-go v1.0.79 does in these topologies: a cluster client follows
 // MOVED by itself even with DisableRetry, so a manual failover is invisible
