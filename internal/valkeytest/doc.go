@@ -32,6 +32,85 @@
 // few milliseconds, but a write that was queued on the dead connection can
 // fail once with EOF.
 //
-// A missing valkey-server binary fails the test rather than skipping it: a
-// suite that silently skips its integration tests proves nothing.
+// # Topologies
+//
+// StartCluster and StartSentinel build the two replicated deployments, a
+// Valkey Cluster and a Sentinel-managed primary with replicas, out of such
+// servers, so that failover is tested against Valkey's own machinery,
+// not a model of it. Every node is a *Server, and the process-level faults
+// above apply to each; the topology adds faults that need the topology:
+//
+//   - Cluster.Failover: CLUSTER FAILOVER on a replica, a planned switchover.
+//     The old primary holds writes until the replica has caught up, so no
+//     write is lost and a client sees at most a redirect.
+//   - Cluster.KillPrimary, SentinelGroup.KillPrimary: SIGKILL of the primary,
+//     a crash; the topology detects it and promotes a replica. Writes the
+//     replica had not received are lost.
+//   - SentinelGroup.Failover: SENTINEL FAILOVER, which promotes a replica
+//     without stopping the old primary first: the old primary keeps taking
+//     writes, all lost, until its clients hear of the switch and until
+//     Sentinel demotes it.
+//   - Cluster.RestartNode: an empty restart that rejoins the cluster, a
+//     killed primary coming back as a replica.
+//   - PauseReplication: CLIENT PAUSE WRITE on a replica, which then stops
+//     applying its primary's stream while every health check still passes:
+//     a lagging replica. A failover to it loses what it held back.
+//
+// Each helper returns once the topology has settled, by polling the nodes
+// until they agree (see Cluster and SentinelGroup for what each checks),
+// never by sleeping for an expected duration. A poll starts 5 ms after the
+// last and the pause doubles up to 50 ms; a wait fails the test only after
+// 60 s, so the helpers are slow only when Valkey is, and a loaded machine
+// makes them slower, not flaky.
+//
+// The timing constants, all shorter than Valkey's defaults so that a test
+// takes seconds:
+//
+//	cluster-node-timeout                 1000 ms  a silent cluster node is suspected after this
+//	Sentinel down-after-milliseconds     2000 ms  a silent primary is down for a sentinel after this
+//	Sentinel failover-timeout            3000 ms  a failover is abandoned, and retried after twice this
+//	Sentinel quorum, parallel-syncs      2, 1
+//	repl-diskless-sync-delay             0        a replica's full sync starts at once, not after 5 s
+//
+// Sentinel's own timers are left at their defaults: a sentinel sends a hello
+// every 2 s (how sentinels learn of each other and of a new primary), INFO
+// to each replica every 10 s (1 s during a failover), and demotes a former
+// primary once it has claimed the role for 8 s.
+//
+// Measured with these constants on a shared 2-core machine under -race,
+// idle and beside two CPU-bound processes, which changed nothing beyond
+// noise:
+//
+//	StartCluster ready                        2.1-2.3 s
+//	Cluster.Failover                          0.15-0.7 s  the client saw no error and lost no write
+//	Cluster.KillPrimary                       2.0-2.8 s
+//	  the client's writes fail until          +1.6-2.5 s, and succeed again at +2.2-3.4 s
+//	  its writes to other primaries fail      for about 1 s before the promotion, with CLUSTERDOWN
+//	Cluster.RestartNode                       0.1-0.6 s
+//	StartSentinel ready                       2.1-2.4 s
+//	SentinelGroup.Failover                    2.2-2.7 s   until all three sentinels agree
+//	  the old primary is demoted              9-10 s later
+//	  the client writes to the old primary    until about +2 s; some 400 writes, one per 5 ms, lost
+//	SentinelGroup.KillPrimary                 5.2-5.5 s
+//	  the client's writes fail until          +3.3-4.4 s
+//
+// What valkey-go v1.0.79 does in these topologies: a cluster client follows
+// MOVED by itself even with DisableRetry, so a manual failover is invisible
+// to it. After a crash it returns "connection refused" until its slot map
+// is refreshed, then ErrNoSlot ("the slot has no valkey node") while the
+// cluster has no primary for the slot; it refreshes only after a random
+// delay of up to a second, so its first write can come a few hundred
+// milliseconds after the promotion. Writes to the crashed primary's slots
+// never got CLUSTERDOWN, but writes to the other primaries' slots did, for
+// about a second, from the moment the cluster flags the crashed node as
+// failed until the promotion: with cluster-require-full-coverage yes (the
+// default) a slot without a primary takes the whole cluster down. A sentinel
+// client switches on the +switch-master of the sentinel it subscribed to,
+// which can come up to 2 s before all sentinels agree; until then it writes
+// to the old primary without error. A cluster client also leaves
+// goroutines behind for up to 5 s; see LeakOptions.
+//
+// A missing valkey-server or valkey-sentinel binary fails the test rather
+// than skipping it: a suite that silently skips its integration tests proves
+// nothing.
 package valkeytest

@@ -40,6 +40,12 @@ const (
 
 type config struct {
 	args []string
+
+	// Set only by this package's topologies.
+	bin        string // the binary to run instead of valkey-server
+	missing    string // the fatal message when bin is not on PATH
+	conf       string // the text of a config file, written to the server's directory and passed first
+	clusterBus bool   // pick a second free port for the cluster bus
 }
 
 // Option configures a Server started by Start.
@@ -52,14 +58,17 @@ func WithArgs(args ...string) Option {
 	return func(c *config) { c.args = append(c.args, args...) }
 }
 
-// Server is a valkey-server process owned by one test. It is safe for
-// concurrent use; Kill, Restart, Pause and Resume are serialised.
+// Server is a valkey-server process owned by one test, or a valkey-sentinel
+// one in a SentinelGroup. It is safe for concurrent use; Kill, Restart,
+// Pause and Resume are serialised.
 type Server struct {
-	bin     string
-	dir     string
-	logPath string
-	args    []string // extra arguments from WithArgs
-	port    int      // fixed once Start returns
+	bin      string
+	dir      string
+	logPath  string
+	confPath string   // "" unless the server runs from a config file
+	args     []string // extra arguments from WithArgs
+	port     int      // fixed once Start returns
+	busPort  int      // the cluster bus port, 0 unless the server is a cluster node; fixed once Start returns
 
 	mu     sync.Mutex // serialises lifecycle changes; guards proc and paused; taken before clientMu
 	proc   *process   // nil once killed
@@ -86,23 +95,32 @@ type process struct {
 // valkey-server binary fails the test too; it is never skipped.
 func Start(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
-	var cfg config
+	cfg := config{bin: binary, missing: missingBinary}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	bin, err := exec.LookPath(binary)
+	bin, err := exec.LookPath(cfg.bin)
 	if err != nil {
-		tb.Fatal(missingBinary)
+		tb.Fatal(cfg.missing)
 	}
 	dir := tb.TempDir()
 	s := &Server{bin: bin, dir: dir, logPath: filepath.Join(dir, "valkey.log"), args: cfg.args}
+	if cfg.conf != "" {
+		// In the server's directory, so that a server that rewrites its
+		// config file (Sentinel does) can.
+		s.confPath = filepath.Join(dir, "valkey.conf")
+		if err := os.WriteFile(s.confPath, []byte(cfg.conf), 0o644); err != nil {
+			tb.Fatalf("valkeytest: write config file: %v", err)
+		}
+	}
 	tb.Cleanup(s.stop)
 
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, busPort, err := freePorts(cfg.clusterBus)
 		if err != nil {
 			tb.Fatalf("valkeytest: pick a free port: %v", err)
 		}
+		s.busPort = busPort // read by launch
 		p, err := s.launch(port)
 		if err == nil {
 			s.port, s.proc = port, p
@@ -126,8 +144,9 @@ func (s *Server) Port() int {
 }
 
 // ClientOption returns the options for a valkey-go client of this server:
-// InitAddress, DisableCache (so no client tracking is needed) and
-// DisableRetry. valkey-go v1.0.79 retries read-only commands after a broken
+// InitAddress, DisableCache (so no client tracking is needed),
+// ForceSingleClient (so a client of a cluster node talks to that node only)
+// and DisableRetry. valkey-go v1.0.79 retries read-only commands after a broken
 // connection and can then recycle a command its old writer still reads: a
 // data race that -race reports in fault tests. Without retries a command on a
 // broken connection fails once, which is what fault tests want to see anyway.
@@ -138,7 +157,7 @@ func (s *Server) ClientOption() valkey.ClientOption {
 // ClientOptionVia returns ClientOption with addr as the only address, for a
 // client that reaches the server through a Proxy.
 func (s *Server) ClientOptionVia(addr string) valkey.ClientOption {
-	return valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true, DisableRetry: true}
+	return valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true, ForceSingleClient: true, DisableRetry: true}
 }
 
 // Client returns a new client built from ClientOption and closes it in
@@ -228,15 +247,32 @@ func (s *Server) Do(tb testing.TB, args ...string) valkey.ValkeyResult {
 	if len(args) == 0 {
 		tb.Fatal("valkeytest: Do needs a command")
 	}
-	c := s.ownClient(tb)
-	// Not tb.Context: that is already cancelled when Cleanup functions run.
-	ctx, cancel := context.WithTimeout(context.Background(), doTimeout)
-	defer cancel()
-	res := c.Do(ctx, c.B().Arbitrary(args[0]).Args(args[1:]...).Build())
+	res := s.try(args...)
 	if err := res.NonValkeyError(); err != nil {
 		tb.Fatalf("valkeytest: %s on %s: %v", strings.Join(args, " "), s.Addr(), err)
 	}
 	return res
+}
+
+// try is Do without tb, for polling a server that may be on its way down or
+// up: a failure to carry out the command is the result's error.
+func (s *Server) try(args ...string) valkey.ValkeyResult {
+	c, err := s.ownClient()
+	if err != nil {
+		return valkey.NewErrorResult(err)
+	}
+	// Not tb.Context: that is already cancelled when Cleanup functions run.
+	ctx, cancel := context.WithTimeout(context.Background(), doTimeout)
+	defer cancel()
+	return c.Do(ctx, c.B().Arbitrary(args[0]).Args(args[1:]...).Build())
+}
+
+// running reports whether the process is up and not paused, so that a
+// command sent to it is answered.
+func (s *Server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil && !s.paused
 }
 
 // Info returns the fields of one INFO section, such as "stats", as key/value
@@ -323,18 +359,17 @@ func (s *Server) Subscribers(tb testing.TB, channel string) int64 {
 	return n
 }
 
-func (s *Server) ownClient(tb testing.TB) valkey.Client {
-	tb.Helper()
+func (s *Server) ownClient() (valkey.Client, error) {
 	s.clientMu.Lock()
 	defer s.clientMu.Unlock()
 	if s.client == nil {
 		c, err := valkey.NewClient(s.ClientOption())
 		if err != nil {
-			tb.Fatalf("valkeytest: new client for %s: %v", s.Addr(), err)
+			return nil, fmt.Errorf("valkeytest: new client for %s: %w", s.Addr(), err)
 		}
 		s.client = c
 	}
-	return s.client
+	return s.client, nil
 }
 
 // stop is the Cleanup registered by Start.
@@ -364,7 +399,11 @@ func (s *Server) killLocked() {
 // launch starts valkey-server on port and waits until it answers; on failure
 // the process is killed and reaped before launch returns.
 func (s *Server) launch(port int) (*process, error) {
-	args := []string{
+	var args []string
+	if s.confPath != "" {
+		args = append(args, s.confPath) // the config file must come first
+	}
+	args = append(args,
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -373,6 +412,9 @@ func (s *Server) launch(port int) (*process, error) {
 		"--protected-mode", "no",
 		"--loglevel", "warning",
 		"--logfile", s.logPath,
+	)
+	if s.busPort != 0 {
+		args = append(args, "--cluster-port", strconv.Itoa(s.busPort))
 	}
 	cmd := exec.Command(s.bin, append(args, s.args...)...)
 	cmd.SysProcAttr = sysProcAttr()
@@ -469,11 +511,11 @@ func serverPID(addr string) (int, error) {
 	return pid, nil
 }
 
-// parseInfo turns INFO output ("# Section" headers and "key:value" lines)
-// into a map.
+// parseInfo turns INFO or CLUSTER INFO output ("# Section" headers and
+// "key:value" lines) into a map.
 func parseInfo(text string) map[string]string {
 	m := make(map[string]string)
-	for line := range strings.Lines(text) {
+	for line := range strings.Lines(trimVerbatim(text)) {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
@@ -483,6 +525,12 @@ func parseInfo(text string) map[string]string {
 		}
 	}
 	return m
+}
+
+// trimVerbatim removes the format prefix valkey-go leaves on a RESP3
+// verbatim string reply, such as CLUSTER INFO's "txt:".
+func trimVerbatim(s string) string {
+	return strings.TrimPrefix(s, "txt:")
 }
 
 // logTail returns the last lines of the server log, for failure messages.
@@ -496,6 +544,20 @@ func (s *Server) logTail() string {
 		lines = lines[len(lines)-logTailLines:]
 	}
 	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// freePorts returns a free port and, if bus is set, a second, different one
+// for the cluster bus, whose default (port+10000) can be taken or above 65535.
+func freePorts(bus bool) (port, busPort int, err error) {
+	if port, err = freePort(); err != nil || !bus {
+		return port, 0, err
+	}
+	for busPort == 0 || busPort == port {
+		if busPort, err = freePort(); err != nil {
+			return 0, 0, err
+		}
+	}
+	return port, busPort, nil
 }
 
 // freePort asks the kernel for a free loopback port. The port is free only
