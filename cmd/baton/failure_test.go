@@ -97,6 +97,20 @@ func TestWrongServerKindExitsOne(t *testing.T) {
 	}
 	oneLine(t, "cluster node", stderr, "is a Valkey Cluster node", "+cluster|shards")
 
+	// A Sentinel given as the server, without --sentinel-master; and with it,
+	// the master set it names is reached.
+	group := valkeytest.StartSentinel(t)
+	sentinel := group.SentinelAddrs()[0]
+	code, _, stderr = runBaton(t, nil, "leader", "--addr", sentinel, "--name", "x")
+	if code != exitError {
+		t.Fatalf("baton leader on a Sentinel = %d; want 1:\n%s", code, stderr)
+	}
+	oneLine(t, "sentinel", stderr, "is a Sentinel, not a data node", "--sentinel-master")
+	code, out, stderr := runBaton(t, nil, "leader", "--addr", sentinel, "--sentinel-master", group.MasterSet(), "--name", "x")
+	if code != exitNoLeader {
+		t.Fatalf("baton leader --sentinel-master = %d %q %q; want 3", code, out, stderr)
+	}
+
 	primary := valkeytest.Start(t)
 	replica := valkeytest.Start(t, valkeytest.WithArgs("--replicaof", "127.0.0.1", strconv.Itoa(primary.Port())))
 	code, _, stderr = runBaton(t, nil, runArgs(replica, "x", "a")...)
