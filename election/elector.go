@@ -55,9 +55,13 @@ func New(client valkey.Client, cfg Config) (*Elector, error) {
 		return nil, err
 	}
 	l, err := lock.New(client, cfg.Name, lock.Config{
-		Announce:       true, // watchers follow the leader through the lock's events
-		TTL:            cfg.TTL,
-		RetryInterval:  cfg.RetryPeriod,
+		Announce: true, // watchers follow the leader through the lock's events
+		TTL:      cfg.TTL,
+		// Standbys wait in line and are handed the leadership; they attempt
+		// on their own ten times RetryInterval apart while they hear the
+		// handovers (every RetryPeriod), and a handover to a standby that
+		// froze passes on after the claim window, four RetryIntervals.
+		RetryInterval:  cfg.RetryPeriod / 10,
 		KeyPrefix:      cfg.KeyPrefix,
 		TracerProvider: cfg.TracerProvider,
 		Logger:         cfg.Logger,
@@ -287,7 +291,7 @@ func (e *Elector) campaign(ctx context.Context, bo *cappedBackoff) (*lock.Held, 
 	refusals := 0
 	for attempts := 1; ; attempts++ {
 		actx, span := e.tracer.startAcquire(ctx)
-		h, err := e.lock.Acquire(actx, lock.WithToken(Token(e.cfg.Identity)))
+		h, err := e.lock.Acquire(actx, lock.WithUniqueToken(Token(e.cfg.Identity)))
 		endAcquire(span, h, err)
 		if err == nil {
 			bo.Reset()

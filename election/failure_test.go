@@ -19,6 +19,7 @@ var electionACL = []string{
 	"resetkeys", "~baton:*", "~{baton:*", "resetchannels", "&{baton:*", "-@all",
 	"+ping", "+eval", "+evalsha", "+get", "+set", "+del", "+exists", "+pttl", "+pexpire",
 	"+time", "+publish", "+subscribe", "+multi", "+exec",
+	"+lpop", "+rpush", "+lpush", "+lpos", "+lrem", "+incr", "+persist",
 }
 
 func withoutRules(rules []string, drop ...string) []string {

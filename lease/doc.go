@@ -38,6 +38,11 @@
 //
 // # Renewal
 //
+// A key handed over by another process's release lives only for the lock's
+// claim window until it is claimed (lock.Held.ValidUntil): the first bound
+// is then AcquiredAt plus that window, less a drift margin in proportion,
+// and the first renewal, which claims it, comes half-way to that bound.
+//
 // Renewals reset the TTL (lock.Held.Reacquire) on absolute deadlines,
 // AcquiredAt + k*RenewInterval, by default every TTL/3. They are not sleeps
 // chained after each reply, so latency does not accumulate into the

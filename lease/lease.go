@@ -90,7 +90,17 @@ func newLease(h *lock.Held, cfg Config, reacquire func(context.Context) error) (
 
 	acquired := h.AcquiredAt()
 	l.bound = acquired.Add(cfg.Validity)
-	l.next = acquired.Add(cfg.RenewInterval)
+	if until := h.ValidUntil(); !until.IsZero() {
+		// A key handed over by another process's release lives only for
+		// the claim window until it is claimed (lock.Held.ValidUntil):
+		// count validity from that, with a drift margin in proportion,
+		// and renew (which claims it) half-way there.
+		life := until.Sub(acquired)
+		if b := acquired.Add(life - time.Duration(float64(cfg.DriftMargin)*float64(life)/float64(h.Lock().TTL()))); b.Before(l.bound) {
+			l.bound = b
+		}
+	}
+	l.next = acquired.Add(min(cfg.RenewInterval, l.bound.Sub(acquired)/2))
 
 	l.mu.Lock()
 	now := time.Now()

@@ -223,25 +223,50 @@ func (e *benchEnv) runDistinct(b *testing.B, workers int, what string, op func(c
 }
 
 // BenchmarkContended16 runs 16 goroutines sharing one *Lock on one key, each
-// looping Acquire (blocking) and Release, so most acquisitions are grants made
-// by the previous holder's release. It checks mutual exclusion and
-// reports throughput, fairness (fewest acquisitions of a worker over the
-// most; the target is at least 0.5) and server commands per acquisition
-// against the uncontended figure measured on the same server (target: at
-// most twice).
+// looping Acquire (blocking) and Release, so most acquisitions are handovers
+// made by the previous holder's release in the process. It checks mutual
+// exclusion and reports throughput, fairness (fewest acquisitions of a
+// worker over the most; the target is at least 0.5) and server commands per
+// acquisition against the uncontended figure measured on the same server
+// (target: at most twice).
 func BenchmarkContended16(b *testing.B) {
-	const workers = 16
 	e := newBenchEnv(b)
-	uncontended := e.uncontendedCommands(b)
-	l := e.lock(b, "contended", Config{TTL: 10 * time.Second})
-	ctx := b.Context()
+	e.contend(b, []*Lock{e.lock(b, "contended", Config{TTL: 10 * time.Second})}, 16)
+}
 
+// BenchmarkContendedProcesses is BenchmarkContended16 across processes: each
+// simulated process is a client (a connection) and a *Lock of its own, with
+// goroutines looping Acquire and Release on the one key. Handovers between
+// processes go through the server's line of waiters; the target is a cost
+// per acquisition that does not grow with the number of processes waiting
+// (at most 1.5 times the one-process figure, and at most 10 commands).
+func BenchmarkContendedProcesses(b *testing.B) {
+	for _, c := range []struct{ procs, each int }{{4, 4}, {16, 1}, {64, 1}} {
+		b.Run(fmt.Sprintf("%dx%d", c.procs, c.each), func(b *testing.B) {
+			e := newBenchEnv(b)
+			locks := make([]*Lock, c.procs)
+			for i := range locks {
+				locks[i] = benchLock(b, e.srv.Client(b), "processes", Config{TTL: 10 * time.Second})
+			}
+			e.contend(b, locks, c.each)
+		})
+	}
+}
+
+// contend runs each goroutines on each of locks, looping Acquire and Release
+// b.N times in all, and reports acq/s, min/max, cmds/acq and cmds-ratio (and
+// rtt/acq for the env's own client).
+func (e *benchEnv) contend(b *testing.B, locks []*Lock, each int) {
+	b.Helper()
+	uncontended := e.uncontendedCommands(b)
+	ctx := b.Context()
+	workers := len(locks) * each
 	var (
 		next   atomic.Int64
 		inside atomic.Int32
 		both   atomic.Bool
 		failed atomic.Pointer[error]
-		counts [workers]int64
+		counts = make([]int64, workers)
 	)
 	calls0, c0 := e.client.calls.Load(), e.commands(b)
 	b.ReportAllocs()
@@ -249,6 +274,7 @@ func BenchmarkContended16(b *testing.B) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range workers {
+		l := locks[w/each]
 		wg.Go(func() {
 			for next.Add(1) <= int64(b.N) {
 				h, err := l.Acquire(ctx)
@@ -281,10 +307,12 @@ func BenchmarkContended16(b *testing.B) {
 	n := float64(b.N)
 	cmds := float64(e.commandsSince(b, c0)) / n
 	b.ReportMetric(n/elapsed.Seconds(), "acq/s")
-	b.ReportMetric(float64(slices.Min(counts[:]))/float64(max(slices.Max(counts[:]), 1)), "min/max")
+	b.ReportMetric(float64(slices.Min(counts))/float64(max(slices.Max(counts), 1)), "min/max")
 	b.ReportMetric(cmds, "cmds/acq")
 	b.ReportMetric(cmds/uncontended, "cmds-ratio")
-	b.ReportMetric(float64(e.client.calls.Load()-calls0)/n, "rtt/acq")
+	if len(locks) == 1 {
+		b.ReportMetric(float64(e.client.calls.Load()-calls0)/n, "rtt/acq")
+	}
 }
 
 // uncontendedCommands measures the server commands of one uncontended
@@ -311,9 +339,10 @@ func (e *benchEnv) uncontendedCommands(b *testing.B) float64 {
 //
 // The holder and the waiter are two *Lock values on two clients (two
 // connections), as two processes would be, so nothing is handed over inside
-// the process. The holder releases once the waiter is idle in its queue: it
-// made the fast-path attempt and the attempt that follows the confirmation of
-// its subscription, and the server shows a subscriber on the lock's channel.
+// the process. The holder releases once the waiter is idle in line: it made
+// its attempts (the fast path, and the one that follows the confirmation of
+// its subscription when it was not subscribed yet) and the server shows a
+// subscriber on its grant channel.
 func BenchmarkHandoff(b *testing.B) {
 	e := newBenchEnv(b)
 	cfg := Config{TTL: 10 * time.Second}
@@ -335,7 +364,7 @@ func BenchmarkHandoff(b *testing.B) {
 			h, err := waiter.Acquire(ctx)
 			got <- benchAcquired{h, time.Now(), err}
 		}()
-		e.awaitBlocked(b, wc, replies0, waiter.Channel(), got)
+		e.awaitBlocked(b, wc, replies0, waiter.keys.grant+waiter.id, got)
 		released := time.Now()
 		if err := h.Release(ctx); err != nil {
 			b.Fatalf("holder Release = %v", err)
@@ -368,8 +397,10 @@ const blockedGrace = 50 * time.Millisecond
 
 // awaitBlocked returns once a waiter on wc, started after wc had returned
 // replies0 round trips, is blocked: two attempts returned (the fast path and
-// the one after the subscription is confirmed) and the server counts a
-// subscriber on channel. It fails if the waiter acquired instead.
+// the one after the subscription is confirmed), or one and a short grace
+// (a waiter whose subscription lingered from its last acquisition joins the
+// line in its first), and the server counts a subscriber on channel, its
+// grant channel. It fails if the waiter acquired instead.
 func (e *benchEnv) awaitBlocked(b *testing.B, wc *benchClient, replies0 int64, channel string, got <-chan benchAcquired) {
 	b.Helper()
 	grace := time.NewTimer(time.Hour)
@@ -429,7 +460,7 @@ func BenchmarkBlockedWaiter(b *testing.B) {
 			h, err := waiter.Acquire(ctx)
 			got <- benchAcquired{h, time.Now(), err}
 		}()
-		e.awaitBlocked(b, wc, replies0, waiter.Channel(), got)
+		e.awaitBlocked(b, wc, replies0, waiter.keys.grant+waiter.id, got)
 		calls0, c0 := wc.calls.Load(), e.commands(b)
 		window := time.NewTimer(blockedWindow)
 		select {

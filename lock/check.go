@@ -15,7 +15,8 @@ import (
 // baton never sends TIME itself. It returns the refused commands, each with
 // the key or channel it was checked on.
 //
-// KEYS: lock, fence, waiters. ARGV[1] = channel.
+// KEYS: lock, fence, queue. ARGV[1] = the lock's channel, ARGV[2] = its
+// grant channel.
 var checkScript = valkey.NewLuaScriptNoSha(`
 local refused = {}
 local function need(...)
@@ -33,19 +34,25 @@ need('EXISTS', KEYS[1])
 need('TIME')
 need('SET', KEYS[2], 'x')
 need('GET', KEYS[2])
-need('SET', KEYS[3], 'x')
-need('GET', KEYS[3])
-need('DEL', KEYS[3])
 need('PUBLISH', ARGV[1], 'x')
 need('SUBSCRIBE', ARGV[1])
+need('PUBLISH', ARGV[2], 'x')
+need('SUBSCRIBE', ARGV[2])
+need('LPOP', KEYS[3])
+need('RPUSH', KEYS[3], 'x')
+need('LPUSH', KEYS[3], 'x')
+need('LPOS', KEYS[3], 'x')
+need('LREM', KEYS[3], '1', 'x')
+need('INCR', KEYS[2])
+need('PERSIST', KEYS[1])
 need('MULTI')
 need('EXEC')
 return refused
 `)
 
 // Check asks the server whether this client may do everything the lock does:
-// the commands that its scripts run (TIME, SET, PUBLISH, ...), on its keys and
-// channel, plus SUBSCRIBE for waiting and MULTI/EXEC for Inspect. It runs
+// the commands that its scripts run (TIME, SET, LPOP, PUBLISH, ...), on its
+// keys and channels, plus SUBSCRIBE for waiting and MULTI/EXEC for Inspect. It runs
 // nothing but one read-only EVAL, and changes nothing.
 //
 // It returns nil, or an error wrapping ErrMisconfigured that lists what the
@@ -55,7 +62,7 @@ return refused
 // permission is reported at once rather than at the first acquisition.
 // It needs Valkey 7.2 or later (Lua's server.acl_check_cmd).
 func (l *Lock) Check(ctx context.Context) error {
-	refused, err := checkScript.Exec(ctx, l.client, l.keyList, []string{l.keys.channel}).AsStrSlice()
+	refused, err := checkScript.Exec(ctx, l.client, l.keyList, []string{l.keys.channel, l.keys.grant + l.id}).AsStrSlice()
 	if err != nil {
 		return l.fail(ctx, "check", err)
 	}

@@ -18,6 +18,10 @@ const (
 
 	// DefaultKeyPrefix is prepended to the lock name to form its key.
 	DefaultKeyPrefix = "baton:lock:"
+
+	// minClaimWindow is the shortest claim window: a grantee claims at half
+	// of it, and must be heard by then.
+	minClaimWindow = 2 * time.Millisecond
 )
 
 // Config tunes a Lock. The zero value is a lock without TTL that blocks until
@@ -34,15 +38,25 @@ type Config struct {
 	// RetryInterval makes Acquire attempt exactly once. Negative is refused.
 	BlockingTimeout time.Duration
 
-	// RetryInterval paces a blocked Acquire's attempts when no notification
-	// arrives. Waiters normally wake on the holder's release (published by
-	// the release script) or at the moment the holder's TTL runs out; this
-	// fallback covers the rest. It applies as is until the waiters'
-	// subscription is confirmed, and always with PlainKey (valkey-py holders
-	// do not publish); once releases are heard it stretches to ten times
-	// RetryInterval, for what is never published (an operator's DEL, an
-	// eviction). Default DefaultRetryInterval.
+	// RetryInterval paces a blocked Acquire's own attempts when nothing else
+	// wakes it. Waiters normally wait in line on the server and are handed
+	// the key by the holder's release, or attempt at the moment the holder's
+	// TTL runs out; this fallback covers the rest. It applies as is until the
+	// waiters' subscription to their grants is confirmed, and always with
+	// PlainKey (no line: valkey-py waiters poll, and so do baton's then);
+	// once grants are heard it stretches to ten times RetryInterval, for what
+	// is never announced (an operator's DEL, an eviction, a grant whose
+	// grantee froze before claiming it). Default DefaultRetryInterval.
 	RetryInterval time.Duration
+
+	// ClaimWindow is how long a key handed over by a release to a waiter in
+	// another process lives until that process claims it (resets it to the
+	// TTL), which it does before half the window has passed if it still
+	// holds the key then. A waiter that froze or was cut off after joining
+	// the line therefore keeps the lock for at most this, not a TTL, before
+	// it passes on (see the package documentation). Default: four times
+	// RetryInterval, at most the TTL. At least 2ms.
+	ClaimWindow time.Duration
 
 	// KeyPrefix is prepended to the name to form the key; default
 	// DefaultKeyPrefix. Ignored when PlainKey is set.
@@ -55,10 +69,10 @@ type Config struct {
 
 	// Announce publishes every acquisition ("acquired:<fence>") and every
 	// release ("released:<fence>") on Channel(), for followers of the lock
-	// (Follow; election watchers). Without it acquisitions are not published
-	// and a release is published only when a blocked Acquire has registered
-	// on the server, which is what waiters need: fewer server calls per
-	// acquisition. The election package sets it.
+	// (Follow; election watchers). Without it nothing is published there:
+	// waiters do not need it (they are handed the key on their own grant
+	// channels), and each announcement costs a server call. The election
+	// package sets it.
 	Announce bool
 
 	// TracerProvider makes the spans of acquire, release, extend and
@@ -68,9 +82,9 @@ type Config struct {
 	// Logger receives what the lock cannot return as an error, at Warn: a
 	// subscription the server refuses (waiters then fall back to attempting
 	// every RetryInterval) and a release whose PUBLISH the server refuses
-	// (the release is done; other processes' waiters learn of it by their
-	// fallback). Each is logged once until it recovers. Nil means
-	// slog.Default() at the time New is called.
+	// (the release is done, but the key cannot be handed to the next waiter
+	// in line, which finds it free by its fallback). Each is logged once
+	// until it recovers. Nil means slog.Default() at the time New is called.
 	Logger *slog.Logger
 }
 
@@ -83,6 +97,13 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.ClaimWindow == 0 {
+		c.ClaimWindow = 4 * c.RetryInterval
+		if c.TTL > 0 && c.ClaimWindow > c.TTL {
+			c.ClaimWindow = c.TTL
+		}
+		c.ClaimWindow = max(c.ClaimWindow, minClaimWindow)
 	}
 	return c
 }
@@ -103,6 +124,9 @@ func (c Config) validate(name string) error {
 	if c.RetryInterval < 0 {
 		errs = append(errs, fmt.Errorf("lock: retry interval %v is negative", c.RetryInterval))
 	}
+	if c.ClaimWindow < minClaimWindow {
+		errs = append(errs, fmt.Errorf("lock: claim window %v is below %v: a grantee could not claim it in time", c.ClaimWindow, minClaimWindow))
+	}
 	return errors.Join(errs...)
 }
 
@@ -110,14 +134,16 @@ func (c Config) validate(name string) error {
 type keyset struct {
 	key     string // the lock itself: its value is the holder's token
 	fence   string // the fencing counter: the last fencing token issued
-	waiters string // who waits: one Lock's waiter id, or '*' for several
-	channel string // where acquisitions and releases are published
+	queue   string // processes waiting in line: a list of "<waiter id> <token>"
+	channel string // where acquisitions and releases are announced
+	grant   string // prefix of the grant channels: grant + waiter id is one *Lock's
 }
 
 // keysFor derives the keys of a lock. They share a hash tag so that one script
 // can touch them on a cluster without CROSSSLOT: if the lock key already has a
 // tag, the others reuse it; otherwise the whole lock key becomes their tag,
-// which hashes to the same slot as the untagged lock key.
+// which hashes to the same slot as the untagged lock key. The channels share
+// it too, for sharded Pub/Sub.
 func keysFor(name string, c Config) (keyset, error) {
 	key := c.KeyPrefix + name
 	if c.PlainKey {
@@ -130,7 +156,7 @@ func keysFor(name string, c Config) (keyset, error) {
 		}
 		base = "{" + key + "}"
 	}
-	return keyset{key: key, fence: base + ":fence", waiters: base + ":waiters", channel: base + ":events"}, nil
+	return keyset{key: key, fence: base + ":fence", queue: base + ":queue", channel: base + ":events", grant: base + ":grant:"}, nil
 }
 
 // hashTag returns the part of key that Valkey Cluster hashes, when the key has

@@ -96,18 +96,3 @@ func TestPlainKeyIsTheName(t *testing.T) {
 		t.Fatalf("Key() = %q; want %q", d.Key(), DefaultKeyPrefix+"jobs:nightly")
 	}
 }
-
-// TestRegistrationOutlivesTheFallback: a waiter's registration lives three
-// fallback intervals, and a huge RetryInterval neither overflows it nor makes
-// it unbounded.
-func TestRegistrationOutlivesTheFallback(t *testing.T) {
-	for _, c := range []struct{ retry, want time.Duration }{
-		{DefaultRetryInterval, 3 * time.Second},
-		{time.Millisecond, 30 * time.Millisecond},
-		{time.Duration(1 << 62), 30 * 24 * time.Hour},
-	} {
-		if got := registration(c.retry); got != c.want {
-			t.Errorf("registration(%v) = %v; want %v", c.retry, got, c.want)
-		}
-	}
-}

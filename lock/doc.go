@@ -12,9 +12,8 @@
 //
 // On the server an acquisition is SET key token PX ttl on a free key, made in
 // one script that also issues the fencing token; release is a
-// compare-and-delete script that publishes on the lock's channel when a
-// waiter has registered there. Acquire plus Release is two round trips and
-// eight server commands.
+// compare-and-delete script that hands the key to the next waiter in line, if
+// any. Acquire plus Release is two round trips and ten server commands.
 //
 // # Guarantees and limits
 //
@@ -56,25 +55,42 @@
 //
 // # Waiting
 //
-// Blocked Acquire calls on one *Lock queue in FIFO order; only the first talks
-// to the server, and its failed attempts register the *Lock as waiting, which
-// makes releases publish. It attempts when a release is published, when the
-// holder's TTL as reported by the last failed attempt runs out, when the
-// subscription is (re)established, and otherwise on a fallback: every
-// RetryInterval until releases can be heard (and always with PlainKey), ten
-// times that once the subscription is confirmed. One release therefore wakes
-// one attempt per process, and a crashed holder is replaced within a round
-// trip of its TTL's end.
+// Processes wait in line on the server: a blocked Acquire's *Lock puts one
+// entry in the lock's queue (a list), and a release hands the key straight to
+// the first entry whose process still listens, setting it to that waiter's
+// token and telling it on its own grant channel. So one release wakes one
+// waiter, in arrival order across processes, at a cost per acquisition that
+// does not grow with the number of processes waiting; a standby of an
+// election with ten rivals takes over as fast as with one. Goroutines of one
+// *Lock wait behind its entry in a local FIFO queue, and a release by one of
+// them hands the key to the next in the same round trip unless another
+// process is first in line: processes take turns.
 //
-// A release by a holder of the same *Lock grants the key straight to the
-// first waiter, in the release's own script, unless waiters of another *Lock
-// (another process) are registered: goroutines of one process hand the lock
-// on in one round trip, and never starve other processes' waiters.
+// A waiter whose process died is skipped at once (its grant channel has no
+// subscriber). One that froze or was cut off is handed the key for the claim
+// window only (Config.ClaimWindow, four RetryIntervals by default): a live
+// grantee claims the key (resets its TTL) before half of it has passed, so a
+// grant nobody claims expires and passes on, at the latest one fallback
+// interval of the next waiter later. A waiter whose Acquire gives up takes
+// its entry out of line.
+//
+// A waiter attempts by itself only when it must: to take its place in line,
+// when its subscription is (re)established (a grant may have gone unheard;
+// the attempt finds it), when the holder's TTL as last observed runs out (an
+// expiry is not announced; the attempt that finds the key free hands it to
+// the first in line), and otherwise on a fallback: every RetryInterval until
+// grants can be heard, ten times that once the subscription is confirmed.
+// Callers that never join the line (TryAcquire, and every waiter of a
+// PlainKey lock, whose valkey-py peers cannot) take the key only when it is
+// free and nobody is in line: under continuous contention by waiters in
+// line they get it only between waves, so do not poll with TryAcquire
+// against Acquire callers. With PlainKey there is no line: baton's waiters
+// poll every RetryInterval, as valkey-py's do, and all are served alike.
 //
 // # Keys
 //
 // The lock key is KeyPrefix+name (or name itself with PlainKey, compatible with
-// valkey-py's Lock). The fence counter, the waiters key and the channel derive
+// valkey-py's Lock). The fence counter, the queue and the channels derive
 // from the key with a shared hash tag, so every script stays on one cluster
 // slot.
 package lock

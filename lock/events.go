@@ -73,11 +73,26 @@ const (
 //
 // Blocked Acquire calls and election watchers are built on it.
 func (l *Lock) Follow(ctx context.Context, fn func(Event)) {
+	l.follow(ctx, l.keys.channel, func(ev Event, msg string) {
+		if ev.Kind == 0 {
+			var ok bool
+			if ev, ok = parseEvent(msg); !ok {
+				return
+			}
+		}
+		fn(ev)
+	})
+}
+
+// follow subscribes to channel until ctx ends, as Follow does, and calls fn
+// with Subscribed and Unsubscribed events and, for each message, with the
+// zero Event and the message.
+func (l *Lock) follow(ctx context.Context, channel string, fn func(Event, string)) {
 	var confirmed atomic.Bool
 	hooked := valkey.WithOnSubscriptionHook(ctx, func(s valkey.PubSubSubscription) {
-		if s.Kind == "subscribe" && s.Channel == l.keys.channel {
+		if s.Kind == "subscribe" && s.Channel == channel {
 			confirmed.Store(true)
-			fn(Event{Kind: Subscribed})
+			fn(Event{Kind: Subscribed}, "")
 		}
 	})
 	timer := time.NewTimer(resubscribePause)
@@ -86,11 +101,9 @@ func (l *Lock) Follow(ctx context.Context, fn func(Event)) {
 	pause := resubscribePause
 	for {
 		confirmed.Store(false)
-		cmd := l.client.B().Subscribe().Channel(l.keys.channel).Build()
+		cmd := l.client.B().Subscribe().Channel(channel).Build()
 		err := l.client.Receive(hooked, cmd, func(m valkey.PubSubMessage) {
-			if ev, ok := parseEvent(m.Message); ok {
-				fn(ev)
-			}
+			fn(Event{}, m.Message)
 		})
 		// Receive ends with ctx, or when the connection broke or the
 		// server refused.
@@ -101,7 +114,7 @@ func (l *Lock) Follow(ctx context.Context, fn func(Event)) {
 		if err != nil {
 			ev.Err = l.fail(ctx, "subscribe", err)
 		}
-		fn(ev)
+		fn(ev, "")
 		if confirmed.Load() {
 			pause = resubscribePause
 		}

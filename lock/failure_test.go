@@ -21,6 +21,7 @@ var fullACL = []string{
 	"resetkeys", "~baton:*", "~{baton:*", "resetchannels", "&{baton:*", "-@all",
 	"+ping", "+eval", "+evalsha", "+get", "+set", "+del", "+exists", "+pttl", "+pexpire",
 	"+time", "+publish", "+subscribe", "+multi", "+exec",
+	"+lpop", "+rpush", "+lpush", "+lpos", "+lrem", "+incr", "+persist",
 }
 
 // without returns rules minus the ones named.
@@ -196,9 +197,10 @@ func TestAnnounceRefusedWritesNothing(t *testing.T) {
 	}
 }
 
-// TestRefusedPublishStillReleases: a quiet lock's release publishes only for
-// waiters; when that PUBLISH is refused the release is done all the same,
-// and the refusal is logged once.
+// TestRefusedPublishStillReleases: a release hands the key to a waiter of
+// another process by publishing on its grant channel; when that PUBLISH is
+// refused the handover is not made (the waiter stays in line) but the
+// release is done all the same, and the refusal is logged once.
 func TestRefusedPublishStillReleases(t *testing.T) {
 	e := newEnv(t)
 	var logs logBuffer
@@ -208,13 +210,17 @@ func TestRefusedPublishStillReleases(t *testing.T) {
 	}
 	for range 2 {
 		h := mustAcquire(t, l)
-		e.srv.String(t, "SET", l.keys.waiters, "someone-else", "PX", "60000") // a waiter of another process
+		e.srv.Do(t, "RPUSH", l.keys.queue, "someone-else tok") // a waiter of another process
 		if err := h.Release(ctxT(t)); err != nil {
 			t.Fatalf("Release with PUBLISH refused = %v; want nil", err)
 		}
 		if n := e.srv.Int(t, "EXISTS", l.Key()); n != 0 {
 			t.Fatalf("EXISTS %s = %d after Release; want 0", l.Key(), n)
 		}
+		if got, _ := e.srv.Do(t, "LRANGE", l.keys.queue, "0", "-1").AsStrSlice(); len(got) < 1 || got[0] != "someone-else tok" {
+			t.Fatalf("queue = %q; want the waiter still first in line", got)
+		}
+		e.srv.Do(t, "DEL", l.keys.queue)
 	}
 	if n := strings.Count(logs.String(), "refuses PUBLISH"); n != 1 {
 		t.Fatalf("log has %d 'refuses PUBLISH' lines; want 1:\n%s", n, logs.String())

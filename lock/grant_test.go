@@ -83,6 +83,22 @@ func acquireAsync(ctx context.Context, l *Lock) (<-chan *Held, <-chan error) {
 	return got, errc
 }
 
+// awaitAcquired waits for the result of acquireAsync and fails the test on
+// an error.
+func awaitAcquired(t *testing.T, got <-chan *Held, errc <-chan error) *Held {
+	t.Helper()
+	select {
+	case h := <-got:
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		return h
+	case <-ctxT(t).Done():
+		t.Fatal("Acquire did not return")
+		return nil
+	}
+}
+
 // TestReleaseGrantsToTheNextLocalWaiter: the holder's release hands the key
 // to the idle head of its own Lock in the same script: one script from the
 // release to the waiter holding, a fresh TTL (or none), a higher fence,
@@ -134,48 +150,54 @@ func TestReleaseGrantsToTheNextLocalWaiter(t *testing.T) {
 	}
 }
 
-// TestGrantYieldsToWaitersOfOtherLocks: while a waiter of another Lock (as
-// another process) is registered, the holder's release is a plain one, so
-// the other Lock's waiter is woken and competes instead of being starved.
-func TestGrantYieldsToWaitersOfOtherLocks(t *testing.T) {
+// TestProcessesTakeTurnsInArrivalOrder: a Lock (as another process) whose
+// waiter joined the line before the holder's own next waiter gets the key
+// first, handed over by the release; the holder's Lock goes to the back of
+// the line and gets it at the next release. Nothing is published on the
+// lock's channel: each handover goes to the grantee's own channel.
+func TestProcessesTakeTurnsInArrivalOrder(t *testing.T) {
 	e := newEnv(t)
-	local := e.lock(t, "yield", Config{TTL: time.Minute, RetryInterval: time.Hour})
-	other := e.lock(t, "yield", Config{TTL: time.Minute, RetryInterval: time.Hour})
+	local := e.lock(t, "turns", Config{TTL: time.Minute, RetryInterval: time.Hour})
+	other := e.lock(t, "turns", Config{TTL: time.Minute, RetryInterval: time.Hour})
 	msgs := messages(t, e, local)
 	h := mustAcquire(t, local)
+	gotOther, errOther := acquireAsync(ctxT(t), other)
+	awaitEntry(t, e, other)
 	gotLocal, errLocal := acquireAsync(ctxT(t), local)
 	awaitIdleHead(t, local)
-	gotOther, errOther := acquireAsync(ctxT(t), other)
-	awaitIdleHead(t, other)
-	if w := e.srv.String(t, "GET", local.keys.waiters); w != "*" {
-		t.Fatalf("waiters key = %q; want %q (two Locks waiting)", w, "*")
-	}
 	if err := h.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	if m, want := <-msgs, releasedMessage(h.Fence()); m != want {
-		t.Fatalf("published %q; want %q: a plain release", m, want)
+	var w *Held
+	select {
+	case w = <-gotOther:
+		if err := <-errOther; err != nil {
+			t.Fatal(err)
+		}
+	case w = <-gotLocal:
+		<-errLocal
+		t.Fatalf("the holder's own waiter got the key first (fence %d); want the other Lock's, which joined the line first", w.Fence())
 	}
-	// Both get the lock in turn, whoever first.
-	for range 2 {
-		var w *Held
-		var err error
-		select {
-		case w = <-gotLocal:
-			err = <-errLocal
-		case w = <-gotOther:
-			err = <-errOther
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if w.Fence() <= h.Fence() {
-			t.Fatalf("fence %d; want > %d", w.Fence(), h.Fence())
-		}
-		h = w
-		if err := w.Release(ctxT(t)); err != nil {
-			t.Fatal(err)
-		}
+	if w.Fence() <= h.Fence() {
+		t.Fatalf("fence %d; want > %d", w.Fence(), h.Fence())
+	}
+	if entries, _ := e.srv.Do(t, "LRANGE", local.keys.queue, "0", "-1").AsStrSlice(); len(entries) != 1 || !strings.HasPrefix(entries[0], local.id+" ") {
+		t.Fatalf("queue after the handover = %q; want the holder's Lock back in line", entries)
+	}
+	if err := w.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	w2 := awaitAcquired(t, gotLocal, errLocal)
+	if w2.Fence() <= w.Fence() {
+		t.Fatalf("fence %d; want > %d", w2.Fence(), w.Fence())
+	}
+	if err := w2.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-msgs:
+		t.Fatalf("published %q on the lock's channel; want nothing", m)
+	default:
 	}
 }
 

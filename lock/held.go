@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,11 +19,33 @@ import (
 type Held struct {
 	lock       *Lock
 	token      string
-	own        bool // token was made by this package, not given by the caller
+	own        bool // token is unique: made by this package, or promised (WithUniqueToken)
 	fence      int64
 	acquiredAt time.Time
 	ended      atomic.Bool // released, or found not owned: no more server calls
 	unsure     atomic.Bool // a call on this acquisition got no reply: release with EVAL
+
+	mu         sync.Mutex  // guards the fields below
+	validUntil time.Time   // the key lives at least until then; zero: no expiry
+	unclaimed  bool        // a grant from another process, set for the claim window only
+	claimTimer *time.Timer // claims it at the window's half-way mark
+}
+
+// newHeld returns an acquisition whose key was set, with the Lock's TTL, by
+// a request sent at sent.
+func newHeld(l *Lock, token string, own bool, fence int64, sent time.Time) *Held {
+	h := &Held{lock: l, token: token, own: own, fence: fence, acquiredAt: sent}
+	if l.cfg.TTL > 0 {
+		h.validUntil = sent.Add(l.cfg.TTL)
+	}
+	return h
+}
+
+// newGrant returns an acquisition handed over by another process's release,
+// which set the key for the claim window no earlier than anchor.
+func newGrant(l *Lock, token string, own bool, fence int64, anchor time.Time) *Held {
+	return &Held{lock: l, token: token, own: own, fence: fence, acquiredAt: anchor,
+		validUntil: anchor.Add(l.claim), unclaimed: true}
 }
 
 // Name returns the lock's name.
@@ -48,19 +71,84 @@ func (h *Held) Token() string { return h.token }
 // token is lower than the highest it has seen.
 func (h *Held) Fence() int64 { return h.fence }
 
-// AcquiredAt returns the local time, with its monotonic reading, at which the
-// acquire request was sent. The key's TTL started no earlier than this, so a
-// lock with TTL d is held at least until AcquiredAt().Add(d) unless released,
-// deleted or extended.
+// AcquiredAt returns a local time, with its monotonic reading, before which
+// the key was not set for this acquisition: when the acquire request was
+// sent, or, for a key handed over by another process's release, when this
+// process's last request that found it still held was sent.
 func (h *Held) AcquiredAt() time.Time { return h.acquiredAt }
+
+// ValidUntil returns the local time, with its monotonic reading, until which
+// the key is this acquisition's at least, unless it is released or deleted
+// or the server loses it: AcquiredAt plus the TTL, moved on by each
+// successful Reacquire, Extend or ExtendTo (counted from when its request was
+// sent). For a key handed over by another process's release it is first
+// AcquiredAt plus the claim window (see Config.ClaimWindow), until the claim
+// that the *Lock sends before half of that window has passed resets the TTL.
+// Zero for a key without expiry. Clocks of different hosts are never
+// compared: the server's TTL runs on its own clock, so allow for drift
+// (lease does).
+func (h *Held) ValidUntil() time.Time {
+	if h == nil || h.lock == nil {
+		return time.Time{}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.validUntil
+}
+
+// ready reports whether h can be returned as it is: it is not an unclaimed
+// grant, or its claim window is less than half gone, in which case its claim
+// is scheduled for the half-way mark.
+func (h *Held) ready() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.unclaimed {
+		return true
+	}
+	d := time.Until(h.acquiredAt.Add(h.lock.claim / 2))
+	if d <= 0 {
+		return false
+	}
+	h.claimTimer = time.AfterFunc(d, h.autoClaim)
+	return true
+}
+
+// autoClaim claims an unclaimed grant that is still held.
+func (h *Held) autoClaim() {
+	h.mu.Lock()
+	pending := h.unclaimed
+	h.mu.Unlock()
+	if pending && !h.ended.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		_ = h.claim(ctx)
+	}
+}
+
+// claim resets the TTL of a grant whose key was set for the claim window
+// only: the key then lives a whole TTL from the claim. Past the window it is
+// still tried (the window is a lower bound: the key may still be ours); a key
+// that passed on answers ErrNotOwned.
+func (h *Held) claim(ctx context.Context) error {
+	return h.extend(ctx, "reacquire", h.lock.cfg.TTL, "reset")
+}
+
+// stopClaim cancels a scheduled claim: the acquisition is ending.
+func (h *Held) stopClaim() {
+	h.mu.Lock()
+	if h.claimTimer != nil {
+		h.claimTimer.Stop()
+	}
+	h.mu.Unlock()
+}
 
 // Lock returns the Lock this acquisition belongs to.
 func (h *Held) Lock() *Lock { return h.lock }
 
-// Release deletes the key if it still holds this acquisition's token and
-// wakes the waiters; when a blocked Acquire of the same *Lock is next in line,
-// it hands the key to that waiter instead, in the same server step (unless
-// waiters of other Locks are registered: see Lock.Acquire). It returns
+// Release ends this acquisition if the key still holds its token: in the
+// same server step it hands the key to the first process waiting in line
+// (see the package documentation), or to the next blocked Acquire of the
+// same *Lock, or else deletes it. It returns
 // ErrNotOwned when the token is no longer there (expired, deleted,
 // overwritten) and ErrNotHeld, without a server call, once the acquisition
 // has ended, or for a nil or zero *Held.
@@ -88,12 +176,14 @@ func (h *Held) release(ctx context.Context) error {
 	if h.ended.Load() {
 		return l.error("release", ErrNotHeld, nil)
 	}
-	next := l.queue.grantee(h.fence)
-	args := make([]string, 4, 7)
-	args[0], args[1], args[2], args[3] = h.token, l.keys.channel, l.announce, releasedMessage(h.fence)
+	h.stopClaim()
+	next, entry, entryOwn := l.queue.grantee()
+	local := ""
 	if next != nil {
-		args = append(args, l.id, next.token, l.ttlArg)
+		local = next.token
 	}
+	args := []string{h.token, l.keys.channel, l.announce, releasedMessage(h.fence), strconv.FormatInt(h.fence, 10),
+		l.keys.grant, l.ttlArg, l.claimArg, entry, local, l.id}
 	script := releaseScript
 	if h.unsure.Load() {
 		script = releaseEval
@@ -109,7 +199,7 @@ func (h *Held) release(ctx context.Context) error {
 			l.cleanup(ctx, next.token)
 		}
 	}
-	if orphan := l.queue.released(next, n, err, sent); orphan != nil {
+	if orphan := l.queue.released(next, entry, entryOwn, n, err, sent); orphan != nil {
 		// Granted to a waiter that gave up meanwhile: pass it on.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		_ = orphan.Release(rctx)
@@ -121,10 +211,10 @@ func (h *Held) release(ctx context.Context) error {
 	if !h.ended.CompareAndSwap(false, true) {
 		return l.error("release", ErrNotHeld, nil)
 	}
-	switch n {
-	case 0:
+	if n == 0 {
 		return l.error("release", ErrNotOwned, nil)
-	case -3:
+	}
+	if n == -3 {
 		l.publishRefused()
 	}
 	return nil
@@ -192,6 +282,7 @@ func (h *Held) doExtend(ctx context.Context, op string, d time.Duration, mode st
 	if d != l.cfg.TTL {
 		ms = strconv.FormatInt(milliseconds(d), 10)
 	}
+	sent := time.Now()
 	n, err := extendScript.Exec(ctx, l.client, []string{l.keys.key}, []string{h.token, ms, mode}).AsInt64()
 	if err != nil {
 		if ambiguous(err) {
@@ -201,6 +292,7 @@ func (h *Held) doExtend(ctx context.Context, op string, d time.Duration, mode st
 	}
 	switch n {
 	case 1:
+		h.extended(sent, d, mode)
 		return nil
 	case 0:
 		return l.error(op, ErrNotOwned, nil)
@@ -208,6 +300,23 @@ func (h *Held) doExtend(ctx context.Context, op string, d time.Duration, mode st
 		return l.error(op, ErrNoTTL, nil)
 	default:
 		return l.error(op, ErrInvalidTTL, fmt.Errorf("resulting ttl would be below 1ms"))
+	}
+}
+
+// extended records a successful extension of the given mode, whose request
+// was sent at sent.
+func (h *Held) extended(sent time.Time, d time.Duration, mode string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case mode == "add":
+		if !h.validUntil.IsZero() {
+			h.validUntil = h.validUntil.Add(d)
+		}
+	case d == 0: // a reset without TTL: no expiry
+		h.validUntil, h.unclaimed = time.Time{}, false
+	default: // set or reset: the key lives d from when the request was sent
+		h.validUntil, h.unclaimed = sent.Add(d), false
 	}
 }
 

@@ -30,10 +30,12 @@ type Lock struct {
 	name     string
 	cfg      Config
 	keys     keyset
-	keyList  []string // keys.key, keys.fence, keys.waiters: the scripts' KEYS, never modified
-	id       string   // this Lock's waiter id, registered by its blocked attempts
-	announce string   // "1" with cfg.Announce, else "0": the scripts' announce flag
-	ttlArg   string   // cfg.TTL in ms, as the acquire script's ARGV[2]
+	keyList  []string      // keys.key, keys.fence, keys.queue: the scripts' KEYS, never modified
+	id       string        // this Lock's waiter id, registered by its blocked attempts
+	announce string        // "1" with cfg.Announce, else "0": the scripts' announce flag
+	ttlArg   string        // cfg.TTL in ms, as the scripts take it
+	claim    time.Duration // cfg.ClaimWindow, rounded up to whole ms
+	claimArg string        // claim in ms, as the scripts take it
 	tracer   trace.Tracer
 	spanOpts []trace.SpanStartOption // the client kind and the name attribute, built once
 	log      *slog.Logger
@@ -72,10 +74,12 @@ func New(client valkey.Client, name string, cfg Config) (*Lock, error) {
 		name:     name,
 		cfg:      cfg,
 		keys:     ks,
-		keyList:  []string{ks.key, ks.fence, ks.waiters},
+		keyList:  []string{ks.key, ks.fence, ks.queue},
 		id:       randomString(8),
 		announce: announce,
 		ttlArg:   strconv.FormatInt(milliseconds(cfg.TTL), 10),
+		claim:    time.Duration(milliseconds(cfg.ClaimWindow)) * time.Millisecond,
+		claimArg: strconv.FormatInt(milliseconds(cfg.ClaimWindow), 10),
 		tracer:   tp.Tracer(ScopeName, trace.WithInstrumentationVersion(Version)),
 		spanOpts: spanStartOptions(name),
 		log:      cfg.Logger.With("lock", name),
@@ -98,7 +102,7 @@ type AcquireOption func(*acquireOptions)
 
 type acquireOptions struct {
 	token           string
-	own             bool // token was made by newToken, not given by the caller
+	own             bool // token is unique: made by newToken, or promised by the caller (WithUniqueToken)
 	blockingTimeout time.Duration
 	retryInterval   time.Duration
 	err             error
@@ -108,15 +112,31 @@ type acquireOptions struct {
 // caller should keep tokens unique: whoever knows the token can release.
 //
 // Since a caller's token may be shared (a host name used as the token by two
-// callers), baton never deletes a key by such a token unless it knows its
-// own call set it (see Acquire), and a release by this *Lock's holder never
-// grants the key to a waiter with such a token.
+// callers), baton never takes a key holding such a token for this
+// acquisition's unless its own call said so: it never deletes a key by it
+// (see Acquire), never hands a release's key to a waiter with it in the same
+// process, and a grant to it from another process's release that goes
+// unheard is not recognised by a later attempt (it expires after the claim
+// window instead). WithUniqueToken lifts these limits.
 func WithToken(token string) AcquireOption {
 	return func(o *acquireOptions) {
 		if token == "" {
 			o.err = errors.New("lock: token must not be empty")
 		}
-		o.token = token
+		o.token, o.own = token, false
+	}
+}
+
+// WithUniqueToken is WithToken for a token that the caller promises no other
+// acquisition of the lock ever uses (it has a random part, say): baton then
+// treats it as one of its own making, so a key that holds it can only be
+// this acquisition's. An election's tokens are made this way.
+func WithUniqueToken(token string) AcquireOption {
+	return func(o *acquireOptions) {
+		if token == "" {
+			o.err = errors.New("lock: token must not be empty")
+		}
+		o.token, o.own = token, true
 	}
 }
 
@@ -172,12 +192,12 @@ func (l *Lock) TryAcquire(ctx context.Context, opts ...AcquireOption) (*Held, er
 		return nil, err
 	}
 	ctx, span := l.startSpan(ctx, spanAcquire)
-	h, _, err := l.attempt(ctx, o.token, o.own, 0)
-	if err == nil && h == nil {
+	res, err := l.attempt(ctx, attemptArgs{token: o.token, own: o.own})
+	if err == nil && res.held == nil {
 		err = l.error("acquire", ErrNotAcquired, nil)
 	}
-	endSpan(span, h, err)
-	return h, err
+	endSpan(span, res.held, err)
+	return res.held, err
 }
 
 // Acquire blocks until the lock is held, the blocking timeout passes, or ctx
@@ -186,14 +206,13 @@ func (l *Lock) TryAcquire(ctx context.Context, opts ...AcquireOption) (*Held, er
 // caller's deadline, not the server, ended the wait. It is not re-entrant: a
 // second Acquire by the same goroutine waits like any other.
 //
-// While waiting it does not poll: it wakes when a holder releases (its failed
-// attempts register it on the server, so the release script publishes) and at
-// the moment the holder's TTL runs out (a failed attempt returns the remaining
-// TTL). RetryInterval paces attempts only when neither happens, for lost
-// notifications and valkey-py holders. A blocking timeout shorter than
-// RetryInterval makes exactly one attempt. When the holder is an acquisition
-// of the same *Lock, its release may grant the key to this call directly (see
-// Held.Release); a grant that lands as ctx ends is returned, not dropped.
+// While waiting it does not poll: it waits in line on the server and is
+// handed the key by the holder's release, or attempts at the moment the
+// holder's TTL runs out (a failed attempt returns the remaining TTL).
+// RetryInterval paces attempts only when neither happens, for lost messages
+// and valkey-py holders. A blocking timeout shorter than RetryInterval makes
+// exactly one attempt. A handover that lands as ctx ends is returned, not
+// dropped.
 //
 // Errors other than "held by someone else" end the call at once:
 // ErrUnavailable when the server cannot be reached (retry later),
@@ -218,11 +237,11 @@ func (l *Lock) Acquire(ctx context.Context, opts ...AcquireOption) (*Held, error
 
 func (l *Lock) acquire(ctx context.Context, o acquireOptions) (*Held, error) {
 	if o.blockingTimeout > 0 && o.blockingTimeout < o.retryInterval {
-		h, _, err := l.attempt(ctx, o.token, o.own, 0)
-		if err == nil && h == nil {
+		res, err := l.attempt(ctx, attemptArgs{token: o.token, own: o.own})
+		if err == nil && res.held == nil {
 			err = l.error("acquire", ErrNotAcquired, nil)
 		}
-		return h, err
+		return res.held, err
 	}
 	if o.blockingTimeout > 0 {
 		var cancel context.CancelFunc
@@ -255,40 +274,102 @@ var errBlockingTimeout = errors.New("lock: blocking timeout")
 // not answer within cleanupTimeout) is the outcome unknown: a token of our own
 // making is then deleted by token, which can only remove our own write; a
 // key set with a caller's token expires by its TTL.
-func (l *Lock) attempt(ctx context.Context, token string, own bool, reg time.Duration) (*Held, time.Duration, error) {
+func (l *Lock) attempt(ctx context.Context, a attemptArgs) (attemptResult, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, 0, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
+		return attemptResult{}, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
 	}
-	sent := time.Now()
-	args := []string{token, l.ttlArg, l.keys.channel, l.announce}
-	if reg > 0 {
-		args = append(args, l.id, strconv.FormatInt(reg.Milliseconds(), 10))
+	res := attemptResult{sent: time.Now()}
+	recognize := "0"
+	if a.entryOwn {
+		recognize = "1"
 	}
+	id := ""
+	if a.mode != modeNone {
+		id = l.id
+	}
+	args := []string{a.token, l.ttlArg, l.keys.channel, l.announce, a.mode, a.entry, id, l.keys.grant, l.claimArg, recognize}
 	sctx, stop := awaitReply(ctx)
-	n, err := acquireScript.Exec(sctx, l.client, l.keyList, args).AsInt64()
+	reply, err := acquireScript.Exec(sctx, l.client, l.keyList, args).ToMessage()
 	stop()
-	if err == nil && n == 0 {
-		err = errors.New("unexpected acquire script reply 0")
+	var n int64
+	if err == nil {
+		n, err = acquireReply(reply)
 	}
 	if err != nil {
-		if own && ambiguous(err) {
-			l.cleanup(ctx, token)
+		if a.own && ambiguous(err) {
+			l.cleanup(ctx, a.token)
 		}
-		return nil, 0, l.fail(ctx, "acquire", err)
+		return attemptResult{}, l.fail(ctx, "acquire", err)
 	}
-	if n < 0 {
-		return nil, acquireHeldBy(n), nil
+	switch {
+	case reply.IsArray():
+		// A grant to this *Lock's entry that it had not heard of: the
+		// waiter queue dates it and claims it.
+		res.held, res.missed = &Held{lock: l, token: a.entry[len(l.id)+1:], own: true, fence: n}, true
+		return res, nil
+	case n < 0:
+		res.pttl = acquireHeldBy(n)
+		return res, nil
 	}
-	h := &Held{lock: l, token: token, own: own, fence: n, acquiredAt: sent}
+	h := newHeld(l, a.token, a.own, n, res.sent)
 	if ctx.Err() != nil {
 		// Acquired as the caller gave up: give it back (or on, to the
-		// next local waiter) rather than leave it held by nobody.
+		// next waiter) rather than leave it held by nobody.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		_ = h.release(rctx)
 		cancel()
-		return nil, 0, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
+		return attemptResult{}, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
 	}
-	return h, 0, nil
+	res.held = h
+	return res, nil
+}
+
+// attemptArgs is what one attempt sends.
+type attemptArgs struct {
+	token    string // the token to store
+	own      bool   // token was made by this package
+	mode     string // how the caller takes part in the queue: modeNone, modePush, modeEnsure
+	entry    string // its entry in the queue, "<waiter id> <token>", unless modeNone
+	entryOwn bool   // the entry's token was made by this package: a key holding it can only be a grant to us
+}
+
+// attemptResult is what one attempt found.
+type attemptResult struct {
+	held   *Held         // the acquisition, if any
+	missed bool          // held is a grant to the caller's entry found by the attempt, not dated yet
+	pttl   time.Duration // the holder's remaining TTL when not acquired; negative for none
+	sent   time.Time     // when the attempt was sent
+}
+
+// expiry converts the holder's remaining TTL into a local deadline; zero when
+// the key has no TTL (the holder must release, or the fallback tick finds it
+// gone).
+func (r attemptResult) expiry() time.Time {
+	if r.pttl < 0 {
+		return time.Time{}
+	}
+	return r.sent.Add(r.pttl)
+}
+
+// acquireReply decodes the reply of acquireScript: an integer, or a table
+// holding the fence of a grant the caller missed.
+func acquireReply(m valkey.ValkeyMessage) (int64, error) {
+	if m.IsArray() {
+		vals, err := m.ToArray()
+		if err != nil || len(vals) != 1 {
+			return 0, fmt.Errorf("unexpected acquire script reply %v", m)
+		}
+		n, err := vals[0].AsInt64()
+		if err == nil && n <= 0 {
+			err = fmt.Errorf("unexpected fence %d", n)
+		}
+		return n, err
+	}
+	n, err := m.AsInt64()
+	if err == nil && n == 0 {
+		err = errors.New("unexpected acquire script reply 0")
+	}
+	return n, err
 }
 
 // awaitReply returns a context for a call whose reply must be awaited even if
@@ -322,7 +403,8 @@ func awaitReply(ctx context.Context) (_ context.Context, stop func()) {
 func (l *Lock) cleanup(ctx context.Context, token string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	releaseEval.Exec(ctx, l.client, l.keyList, []string{token, l.keys.channel, l.announce})
+	releaseEval.Exec(ctx, l.client, l.keyList, []string{token, l.keys.channel, l.announce, "", "0",
+		l.keys.grant, l.ttlArg, l.claimArg, "", "", ""})
 }
 
 // Locked reports whether anyone holds the lock.

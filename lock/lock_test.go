@@ -340,7 +340,7 @@ func TestWaitersShareConnections(t *testing.T) {
 	// Every lock's subscription is confirmed once the server counts its channel.
 	deadline := time.Now().Add(10 * time.Second)
 	for _, l := range ls {
-		for e.srv.Subscribers(t, l.Channel()) == 0 {
+		for e.srv.Subscribers(t, l.keys.grant+l.id) == 0 {
 			if time.Now().After(deadline) {
 				t.Fatal("subscriptions never confirmed")
 			}

@@ -110,7 +110,7 @@ func TestMinimalACL(t *testing.T) {
 	s := valkeytest.Start(t)
 	s.Do(t, "ACL", "SETUSER", "baton", "on", ">pw", "resetkeys", "~baton:*", "~{baton:*", "resetchannels", "&{baton:*",
 		"-@all", "+ping", "+eval", "+evalsha", "+get", "+set", "+del", "+exists", "+pttl", "+pexpire", "+time",
-		"+publish", "+subscribe", "+multi", "+exec")
+		"+publish", "+subscribe", "+multi", "+exec", "+lpop", "+rpush", "+lpush", "+lpos", "+lrem", "+incr", "+persist")
 	env := []string{"VALKEY_USERNAME=baton", "VALKEY_PASSWORD=pw"}
 	ev := filepath.Join(t.TempDir(), "events")
 

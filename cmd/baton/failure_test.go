@@ -15,6 +15,7 @@ var fullACL = []string{
 	"resetkeys", "~baton:*", "~{baton:*", "resetchannels", "&{baton:*", "-@all",
 	"+ping", "+eval", "+evalsha", "+get", "+set", "+del", "+exists", "+pttl", "+pexpire",
 	"+time", "+publish", "+subscribe", "+multi", "+exec",
+	"+lpop", "+rpush", "+lpush", "+lpos", "+lrem", "+incr", "+persist",
 }
 
 // aclEnv creates user name with rules (fullACL minus drop) on s and returns

@@ -49,7 +49,7 @@ func (r *runner) once(ctx context.Context, cfg election.Config, conn *connFlags,
 	}
 	r.log.Info("baton: trying once", "name", cfg.Name, "identity", cfg.Identity, "ttl", cfg.TTL,
 		"renew_deadline", cfg.RenewDeadline, "retry_period", cfg.RetryPeriod, "grace", r.grace, "hold", hold)
-	h, err := l.TryAcquire(ctx, lock.WithToken(election.Token(cfg.Identity)))
+	h, err := l.TryAcquire(ctx, lock.WithUniqueToken(election.Token(cfg.Identity)))
 	switch {
 	case errors.Is(err, lock.ErrNotAcquired) && ctx.Err() == nil:
 		leader, lerr := election.LeaderOf(ctx, client, cfg.Name, election.WithKeyPrefix(cfg.KeyPrefix))
