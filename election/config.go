@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
+	"github.com/baton-dev/baton/lock"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -108,6 +109,25 @@ type Config struct {
 	// held by work that has stopped.
 	CrashOnPanic bool
 
+	// Replicas, when positive, makes every acquisition, renewal and release
+	// of the leadership wait until that many replicas acknowledged it (WAIT
+	// on the connection that made the write, for at most ReplicaTimeout): an
+	// acquisition that is not acknowledged does not become a term, and a
+	// renewal that is not does not count towards RenewDeadline. Set it to the
+	// number of replicas that a failover can promote (all of a Sentinel
+	// group's replicas, the replica of a Cluster shard): a failover then
+	// cannot promote a replica that missed a term. See lock.Config.Replicas
+	// and docs/operations.md. Zero, the default, waits for nobody.
+	Replicas int
+
+	// ReplicaTimeout bounds each wait for the replicas; default
+	// lock.DefaultReplicaTimeout. It must be below RetryPeriod.
+	ReplicaTimeout time.Duration
+
+	// AOF makes the acknowledgement WAITAOF: the primary and the replicas
+	// must also have written the change to their append-only file.
+	AOF bool
+
 	// KeepOnCancel keeps the leadership key on the server when Run's ctx
 	// ends: the elector stops renewing and the key expires at the end of its
 	// TTL. By default (false) a leader whose Run ends releases the key, so a
@@ -148,6 +168,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = DefaultKeyPrefix
+	}
+	if c.ReplicaTimeout == 0 && c.Replicas > 0 {
+		c.ReplicaTimeout = min(lock.DefaultReplicaTimeout, c.RetryPeriod/2)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -193,6 +216,12 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("election: retry period %v (%v with jitter factor %v) must be less than renew deadline %v",
 				c.RetryPeriod, jittered, JitterFactor, c.RenewDeadline))
 		}
+	}
+	if c.Replicas < 0 {
+		errs = append(errs, fmt.Errorf("election: replicas %d must not be negative", c.Replicas))
+	}
+	if c.ReplicaTimeout < 0 || c.ReplicaTimeout >= c.RetryPeriod && c.Replicas > 0 {
+		errs = append(errs, fmt.Errorf("election: replica timeout %v must be positive and less than retry period %v", c.ReplicaTimeout, c.RetryPeriod))
 	}
 	if err := c.Callbacks.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("election: %w", err))

@@ -65,6 +65,9 @@ func New(client valkey.Client, cfg Config) (*Elector, error) {
 		KeyPrefix:      cfg.KeyPrefix,
 		TracerProvider: cfg.TracerProvider,
 		Logger:         cfg.Logger,
+		Replicas:       cfg.Replicas,
+		ReplicaTimeout: cfg.ReplicaTimeout,
+		AOF:            cfg.AOF,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("election: %w", err)

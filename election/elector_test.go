@@ -235,17 +235,17 @@ func TestPanickingOnElectedEndsItsTerm(t *testing.T) {
 	if next.fence <= first.fence {
 		t.Errorf("b's fence %d; want > %d", next.fence, first.fence)
 	}
-	out := logs.String()
-	for _, want := range []string{"callback panicked", "panic=boom", "stack=", "reason=panicked"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("a's log lacks %q:\n%s", want, out)
-		}
-	}
 	// The recording OnElected decrements the counter only when it returns
 	// normally, so the panic leaves it at one too many: undo that.
 	g.leaders.Add(-1)
 	a.stop()
 	b.stop()
+	out := logs.String() // complete once Run has returned
+	for _, want := range []string{"callback panicked", "panic=boom", "stack=", "reason=panicked"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("a's log lacks %q:\n%s", want, out)
+		}
+	}
 	if e, l := a.elected.Load(), a.lost.Load(); e != l {
 		t.Errorf("a: OnElected %d, OnLost %d; want equal", e, l)
 	}

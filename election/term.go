@@ -123,10 +123,10 @@ func (t *term) end(cause error) {
 	t.leading = false
 	if t.cause == nil {
 		t.cause = cause
+		close(t.stepping) // first: a Resign that sees OnElected's ctx end sees this too
 		if t.cancel != nil {
 			t.cancel(cause)
 		}
-		close(t.stepping)
 	}
 	t.mu.Unlock()
 }

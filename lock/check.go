@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/valkey-io/valkey-go"
 )
 
-// checkScript asks the server's ACL, without running anything, whether the
+// checkLua asks the server's ACL, without running anything, whether the
 // calling user may run every command the lock's scripts and calls need, on
 // the lock's own keys and channel. Valkey checks the commands a script runs
 // against the caller's ACL, so a missing +time fails an acquisition although
@@ -17,7 +16,7 @@ import (
 //
 // KEYS: lock, fence, queue. ARGV[1] = the lock's channel, ARGV[2] = its
 // grant channel.
-var checkScript = valkey.NewLuaScriptNoSha(`
+var checkLua = `
 local refused = {}
 local function need(...)
   if not redis.acl_check_cmd(...) then
@@ -48,7 +47,7 @@ need('PERSIST', KEYS[1])
 need('MULTI')
 need('EXEC')
 return refused
-`)
+`
 
 // Check asks the server whether this client may do everything the lock does:
 // the commands that its scripts run (TIME, SET, LPOP, PUBLISH, ...), on its
@@ -62,7 +61,7 @@ return refused
 // permission is reported at once rather than at the first acquisition.
 // It needs Valkey 7.2 or later (Lua's server.acl_check_cmd).
 func (l *Lock) Check(ctx context.Context) error {
-	refused, err := checkScript.Exec(ctx, l.client, l.keyList, []string{l.keys.channel, l.keys.grant + l.id}).AsStrSlice()
+	refused, err := l.scripts.check.eval.Exec(ctx, l.client, l.keyList, []string{l.keys.channel, l.keys.grant + l.id}).AsStrSlice()
 	if err != nil {
 		return l.fail(ctx, "check", err)
 	}

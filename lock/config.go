@@ -19,6 +19,10 @@ const (
 	// DefaultKeyPrefix is prepended to the lock name to form its key.
 	DefaultKeyPrefix = "baton:lock:"
 
+	// DefaultReplicaTimeout bounds a wait for the replicas' acknowledgement
+	// when Config.Replicas is set.
+	DefaultReplicaTimeout = 250 * time.Millisecond
+
 	// minClaimWindow is the shortest claim window: a grantee claims at half
 	// of it, and must be heard by then.
 	minClaimWindow = 2 * time.Millisecond
@@ -57,6 +61,28 @@ type Config struct {
 	// it passes on (see the package documentation). Default: four times
 	// RetryInterval, at most the TTL. At least 2ms.
 	ClaimWindow time.Duration
+
+	// Replicas, when positive, makes every write of the lock (an
+	// acquisition, a handover, a renewal, a release) wait until that many
+	// replicas have acknowledged it: WAIT (WAITAOF with AOF) follows the
+	// script on the same connection, for at most ReplicaTimeout. An
+	// acquisition that is not acknowledged in time is given back and
+	// reported as ErrNotReplicated; a renewal that is not does not count. A
+	// handover from another process is claimed, acknowledged, before Acquire
+	// returns. This closes the failovers in which a replica that missed the
+	// acquisition is promoted, as long as Replicas is every replica that can
+	// be promoted (WAIT is not consensus: see docs/operations.md). Zero, the
+	// default, waits for nobody.
+	Replicas int
+
+	// ReplicaTimeout bounds each wait for the replicas' acknowledgement.
+	// Default DefaultReplicaTimeout.
+	ReplicaTimeout time.Duration
+
+	// AOF makes the acknowledgement WAITAOF 1 Replicas: the primary and the
+	// replicas must also have written the change to their append-only file.
+	// Needs appendonly yes on all of them.
+	AOF bool
 
 	// KeyPrefix is prepended to the name to form the key; default
 	// DefaultKeyPrefix. Ignored when PlainKey is set.
@@ -98,6 +124,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.ReplicaTimeout == 0 {
+		c.ReplicaTimeout = DefaultReplicaTimeout
+	}
 	if c.ClaimWindow == 0 {
 		c.ClaimWindow = 4 * c.RetryInterval
 		if c.TTL > 0 && c.ClaimWindow > c.TTL {
@@ -123,6 +152,12 @@ func (c Config) validate(name string) error {
 	}
 	if c.RetryInterval < 0 {
 		errs = append(errs, fmt.Errorf("lock: retry interval %v is negative", c.RetryInterval))
+	}
+	if c.Replicas < 0 {
+		errs = append(errs, fmt.Errorf("lock: replicas %d is negative", c.Replicas))
+	}
+	if c.ReplicaTimeout < time.Millisecond {
+		errs = append(errs, fmt.Errorf("lock: replica timeout %v is below 1ms", c.ReplicaTimeout))
 	}
 	if c.ClaimWindow < minClaimWindow {
 		errs = append(errs, fmt.Errorf("lock: claim window %v is below %v: a grantee could not claim it in time", c.ClaimWindow, minClaimWindow))

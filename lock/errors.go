@@ -62,6 +62,15 @@ var (
 	// loop retries on it, unlike on ErrNotOwned. The cause is wrapped too.
 	ErrUnavailable = errors.New("lock: server unavailable")
 
+	// ErrNotReplicated is returned, with Config.Replicas set, when a write
+	// was done on the primary but not acknowledged by enough replicas within
+	// Config.ReplicaTimeout: a failover could lose it. Acquire and
+	// TryAcquire give such an acquisition back and return this; Extend,
+	// ExtendTo and Reacquire return it for an extension that then does not
+	// count (a lease treats it as a failed renewal). It is transient: loops
+	// retry it.
+	ErrNotReplicated = errors.New("lock: not acknowledged by enough replicas")
+
 	// ErrMisconfigured is returned when the server refused the operation for
 	// a reason that retrying will not fix: a missing ACL permission (NOPERM,
 	// or "ACL failure in script"), refused credentials (NOAUTH, WRONGPASS), a
@@ -121,7 +130,7 @@ func transient(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
-	if errors.Is(err, ErrUnavailable) {
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotReplicated) {
 		return true
 	}
 	if errors.Is(err, ErrMisconfigured) {

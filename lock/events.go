@@ -89,8 +89,12 @@ func (l *Lock) Follow(ctx context.Context, fn func(Event)) {
 // zero Event and the message.
 func (l *Lock) follow(ctx context.Context, channel string, fn func(Event, string)) {
 	var confirmed atomic.Bool
+	kind := "subscribe"
+	if l.sharded {
+		kind = "ssubscribe"
+	}
 	hooked := valkey.WithOnSubscriptionHook(ctx, func(s valkey.PubSubSubscription) {
-		if s.Kind == "subscribe" && s.Channel == channel {
+		if s.Kind == kind && s.Channel == channel {
 			confirmed.Store(true)
 			fn(Event{Kind: Subscribed}, "")
 		}
@@ -102,6 +106,9 @@ func (l *Lock) follow(ctx context.Context, channel string, fn func(Event, string
 	for {
 		confirmed.Store(false)
 		cmd := l.client.B().Subscribe().Channel(channel).Build()
+		if l.sharded {
+			cmd = l.client.B().Ssubscribe().Channel(channel).Build()
+		}
 		err := l.client.Receive(hooked, cmd, func(m valkey.PubSubMessage) {
 			fn(Event{}, m.Message)
 		})

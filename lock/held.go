@@ -98,12 +98,17 @@ func (h *Held) ValidUntil() time.Time {
 
 // ready reports whether h can be returned as it is: it is not an unclaimed
 // grant, or its claim window is less than half gone, in which case its claim
-// is scheduled for the half-way mark.
+// is scheduled for the half-way mark. With replica acknowledgement a grant is
+// never ready: its claim, acknowledged, is what shows that the replicas have
+// the grant too.
 func (h *Held) ready() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.unclaimed {
 		return true
+	}
+	if h.lock.cfg.Replicas > 0 {
+		return false
 	}
 	d := time.Until(h.acquiredAt.Add(h.lock.claim / 2))
 	if d <= 0 {
@@ -184,12 +189,9 @@ func (h *Held) release(ctx context.Context) error {
 	}
 	args := []string{h.token, l.keys.channel, l.announce, releasedMessage(h.fence), strconv.FormatInt(h.fence, 10),
 		l.keys.grant, l.ttlArg, l.claimArg, entry, local, l.id}
-	script := releaseScript
-	if h.unsure.Load() {
-		script = releaseEval
-	}
 	sent := time.Now()
-	n, err := script.Exec(ctx, l.client, l.keyList, args).AsInt64()
+	res, acked := l.run(ctx, l.scripts.release, h.unsure.Load(), l.keyList, args)
+	n, err := res.AsInt64()
 	if err != nil && ambiguous(err) {
 		h.unsure.Store(true)
 		if next != nil {
@@ -199,7 +201,7 @@ func (h *Held) release(ctx context.Context) error {
 			l.cleanup(ctx, next.token)
 		}
 	}
-	if orphan := l.queue.released(next, entry, entryOwn, n, err, sent); orphan != nil {
+	if orphan := l.queue.released(next, entry, entryOwn, n, err, sent, acked); orphan != nil {
 		// Granted to a waiter that gave up meanwhile: pass it on.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		_ = orphan.Release(rctx)
@@ -283,7 +285,8 @@ func (h *Held) doExtend(ctx context.Context, op string, d time.Duration, mode st
 		ms = strconv.FormatInt(milliseconds(d), 10)
 	}
 	sent := time.Now()
-	n, err := extendScript.Exec(ctx, l.client, []string{l.keys.key}, []string{h.token, ms, mode}).AsInt64()
+	res, acked := l.run(ctx, l.scripts.extend, false, []string{l.keys.key}, []string{h.token, ms, mode})
+	n, err := res.AsInt64()
 	if err != nil {
 		if ambiguous(err) {
 			h.unsure.Store(true)
@@ -292,6 +295,11 @@ func (h *Held) doExtend(ctx context.Context, op string, d time.Duration, mode st
 	}
 	switch n {
 	case 1:
+		if !acked {
+			// Done on the primary, but a failover could undo it: not a
+			// renewal to count on.
+			return l.error(op, ErrNotReplicated, nil)
+		}
 		h.extended(sent, d, mode)
 		return nil
 	case 0:

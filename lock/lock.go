@@ -39,6 +39,8 @@ type Lock struct {
 	tracer   trace.Tracer
 	spanOpts []trace.SpanStartOption // the client kind and the name attribute, built once
 	log      *slog.Logger
+	scripts  scriptSet // classic, or sharded on a cluster
+	sharded  bool      // the client is a cluster client: sharded Pub/Sub
 	queue    waitQueue
 
 	// Problems logged once until they clear (see warnOnce).
@@ -83,6 +85,10 @@ func New(client valkey.Client, name string, cfg Config) (*Lock, error) {
 		tracer:   tp.Tracer(ScopeName, trace.WithInstrumentationVersion(Version)),
 		spanOpts: spanStartOptions(name),
 		log:      cfg.Logger.With("lock", name),
+		scripts:  classicScripts,
+	}
+	if client.Mode() == valkey.ClientModeCluster {
+		l.scripts, l.sharded = shardedScripts, true
 	}
 	l.queue.lock = l
 	return l, nil
@@ -289,8 +295,9 @@ func (l *Lock) attempt(ctx context.Context, a attemptArgs) (attemptResult, error
 	}
 	args := []string{a.token, l.ttlArg, l.keys.channel, l.announce, a.mode, a.entry, id, l.keys.grant, l.claimArg, recognize}
 	sctx, stop := awaitReply(ctx)
-	reply, err := acquireScript.Exec(sctx, l.client, l.keyList, args).ToMessage()
+	result, acked := l.run(sctx, l.scripts.acquire, false, l.keyList, args)
 	stop()
+	reply, err := result.ToMessage()
 	var n int64
 	if err == nil {
 		n, err = acquireReply(reply)
@@ -312,12 +319,16 @@ func (l *Lock) attempt(ctx context.Context, a attemptArgs) (attemptResult, error
 		return res, nil
 	}
 	h := newHeld(l, a.token, a.own, n, res.sent)
-	if ctx.Err() != nil {
-		// Acquired as the caller gave up: give it back (or on, to the
-		// next waiter) rather than leave it held by nobody.
+	if ctx.Err() != nil || !acked {
+		// Acquired as the caller gave up, or without the replicas'
+		// acknowledgement asked for (a failover could lose it): give it
+		// back (or on, to the next waiter) rather than return it.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		_ = h.release(rctx)
 		cancel()
+		if !acked && ctx.Err() == nil {
+			return attemptResult{}, l.error("acquire", ErrNotReplicated, nil)
+		}
 		return attemptResult{}, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
 	}
 	res.held = h
@@ -403,7 +414,7 @@ func awaitReply(ctx context.Context) (_ context.Context, stop func()) {
 func (l *Lock) cleanup(ctx context.Context, token string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	releaseEval.Exec(ctx, l.client, l.keyList, []string{token, l.keys.channel, l.announce, "", "0",
+	l.run(ctx, l.scripts.release, true, l.keyList, []string{token, l.keys.channel, l.announce, "", "0",
 		l.keys.grant, l.ttlArg, l.claimArg, "", "", ""})
 }
 

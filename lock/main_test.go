@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-dev/baton/internal/valkeytest"
 	"github.com/valkey-io/valkey-go"
 	"go.uber.org/goleak"
 )
@@ -23,7 +24,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(envWaiter); spec != "" {
 		os.Exit(waiterMain(spec))
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, valkeytest.LeakOptions()...)
 }
 
 // waiterMain blocks in Acquire on the lock name at addr, with the claim

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/valkey-io/valkey-go"
 )
 
 // The acquire and release scripts run with KEYS[1] = lock key, KEYS[2] =
@@ -147,7 +146,7 @@ end
 `, prefix, self, fence, stopAtSelf)
 }
 
-// acquireScript takes the key for the caller if it is free and nobody waits
+// acquireLua takes the key for the caller if it is free and nobody waits
 // in line before the caller, issuing the next fencing token in the same step
 // (fenceLua). With announce it publishes "acquired:<fence>" on the lock's
 // channel, for followers such as election watchers; the message reaches
@@ -181,8 +180,6 @@ end
 // The queue key has no TTL: entries of processes that died are dropped by
 // the next handover (their grant channel has no subscriber), and a *Lock
 // whose waiters all give up takes its entry out (LREM).
-var acquireScript = valkey.NewLuaScript(acquireLua)
-
 var acquireLua = `
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl ~= -2 then
@@ -231,7 +228,7 @@ func acquireHeldBy(reply int64) time.Duration {
 	return time.Duration(pttl) * time.Millisecond
 }
 
-// releaseScript ends an acquisition whose token is still at the key, in one
+// releaseLua ends an acquisition whose token is still at the key, in one
 // of three ways.
 //
 // Handover across processes: processes wait in line (the queue), so the key
@@ -270,16 +267,11 @@ func acquireHeldBy(reply int64) time.Duration {
 // process, -3 when released but the PUBLISH was refused, the new fence (> 0)
 // when handed to the releaser's next waiter.
 //
-// releaseEval is the same script sent as EVAL, never EVALSHA: for releases
-// whose caller may have gone before the reply (cleanups, and releases after
-// a call whose outcome was unknown), which must run even on a server that
-// comes back without the script in its cache. valkey-go falls back from
-// EVALSHA to EVAL on NOSCRIPT only while the caller's context is alive.
-var (
-	releaseScript = valkey.NewLuaScript(releaseLua)
-	releaseEval   = valkey.NewLuaScriptNoSha(releaseLua)
-)
-
+// It is sent as EVAL, never EVALSHA, for releases whose caller may have gone
+// before the reply (cleanups, and releases after a call whose outcome was
+// unknown), which must run even on a server that comes back without the
+// script in its cache: valkey-go falls back from EVALSHA to EVAL on NOSCRIPT
+// only while the caller's context is alive.
 var releaseLua = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
@@ -322,7 +314,7 @@ end
 return -1
 `
 
-// extendScript changes the TTL of a key we own. ARGV[3] says how:
+// extendLua changes the TTL of a key we own. ARGV[3] says how:
 // 'add' adds ARGV[2] ms to the remaining TTL, 'set' sets it to ARGV[2] ms
 // (both refuse a key without TTL, as valkey-py does), 'reset' sets it to
 // ARGV[2] ms whatever it was (reacquire, and the claim of a grant), or
@@ -332,7 +324,7 @@ return -1
 //
 // Returns 1 when extended, 0 when not owned, -1 when the key has no TTL,
 // -2 when the resulting TTL would be below 1 ms.
-var extendScript = valkey.NewLuaScript(`
+var extendLua = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
@@ -355,4 +347,4 @@ if ttl < 1 then
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 1
-`)
+`

@@ -54,6 +54,13 @@ type waitQueue struct {
 	anchor   time.Time // send time of the latest attempt that saw another holder since entry was queued: a grant to entry came after it
 	granted  int64     // fence of the last grant taken, so that one heard twice (message and attempt) counts once
 
+	// An attempt in flight that puts an entry in line: its grant can be
+	// heard before its reply.
+	pending      string    // the entry it pushes; "" when none is in flight
+	pendingAt    time.Time // when it was about to be sent
+	pendingOwn   bool      // the entry's token is unique
+	pendingTaken bool      // its grant was heard: its reply must not put the entry back in the books
+
 	stopSub  context.CancelFunc // ends the grant subscription; nil when none runs
 	subGen   int                // generation of the running subscription
 	subbed   bool               // the server confirmed subscription subGen and it has not ended since
@@ -98,6 +105,7 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 	var args attemptArgs
 	if !queued {
 		args = q.argsLocked(o.token, o.own)
+		q.pushing(args)
 	}
 	q.mu.Unlock()
 	var expiry time.Time
@@ -255,13 +263,26 @@ func (q *waitQueue) entryToken() string {
 	return q.entry[len(q.lock.id)+1:]
 }
 
+// pushing notes an attempt about to be sent that puts an entry in line;
+// q.mu must be held.
+func (q *waitQueue) pushing(a attemptArgs) {
+	if a.mode == modePush {
+		q.pending, q.pendingAt, q.pendingOwn, q.pendingTaken = a.entry, time.Now(), a.entryOwn, false
+	}
+}
+
 // attempted records a failed attempt: the entry it put in line, the moment
 // from which a grant may come, and the holder's expiry.
 func (q *waitQueue) attempted(res attemptResult, a attemptArgs) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	taken := q.pendingTaken && q.pending == a.entry
+	q.pending, q.pendingTaken = "", false
 	switch a.mode {
 	case modePush:
+		if taken {
+			break // granted already, before this reply came
+		}
 		q.entry, q.entryOwn, q.unsure, q.anchor = a.entry, a.entryOwn, false, res.sent
 	case modeEnsure:
 		q.unsure = false
@@ -285,7 +306,9 @@ func (q *waitQueue) doneAttempting(w *waiter) {
 
 // join appends w, starting the subscription for the first waiter (or keeping
 // the lingering one). A first waiter attempts once the subscription is
-// confirmed, unless it already listens: grants before that went unheard.
+// confirmed (grants before that went unheard), or at once if it is confirmed
+// already and the *Lock is not in line: its fast path could not join the
+// line, the subscription being confirmed only since.
 func (q *waitQueue) join(w *waiter, expiry time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -298,6 +321,8 @@ func (q *waitQueue) join(w *waiter, expiry time.Time) {
 		}
 		if q.stopSub == nil {
 			q.startSubscription()
+		} else if q.subbed && q.entry == "" && q.pending == "" && !q.lock.cfg.PlainKey {
+			w.attempt = true
 		}
 	}
 }
@@ -349,6 +374,7 @@ func (q *waitQueue) look(w *waiter) (head, attempt bool, args attemptArgs, expir
 		w.attempt = false
 		w.attempting = true
 		args = q.argsLocked(w.token, w.own)
+		q.pushing(args)
 	}
 	return head, attempt, args, q.expiry, nil
 }
@@ -486,6 +512,9 @@ func (q *waitQueue) grantee() (next *waiter, entry string, entryOwn bool) {
 	w := q.waiters[0]
 	if q.entry == "" || q.unsure {
 		entry, entryOwn = q.lock.id+" "+w.token, w.own
+		// The release may put it in line, and the grant that follows can
+		// come before the release's reply.
+		q.pending, q.pendingAt, q.pendingOwn, q.pendingTaken = entry, time.Now(), entryOwn, false
 	}
 	if w.attempting || w.granting || !w.own {
 		return nil, entry, entryOwn
@@ -499,11 +528,15 @@ func (q *waitQueue) grantee() (next *waiter, entry string, entryOwn bool) {
 // next has gone meanwhile, back to the caller, who must release it. A
 // handover to another process put this *Lock back in line with entry when it
 // had waiters. A key that is free makes the head attempt at once.
-func (q *waitQueue) released(next *waiter, entry string, entryOwn bool, n int64, err error, sent time.Time) (orphan *Held) {
+func (q *waitQueue) released(next *waiter, entry string, entryOwn bool, n int64, err error, sent time.Time, acked bool) (orphan *Held) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if next != nil {
 		next.granting = false
+	}
+	taken := entry != "" && q.pendingTaken && q.pending == entry
+	if entry != "" && q.pending == entry {
+		q.pending, q.pendingTaken = "", false
 	}
 	switch {
 	case err != nil:
@@ -515,6 +548,11 @@ func (q *waitQueue) released(next *waiter, entry string, entryOwn bool, n int64,
 		// Our entry, if it was first in line, went with it.
 		q.entry, q.unsure = "", false
 		h := newHeld(q.lock, next.token, true, n, sent)
+		if !acked {
+			// The replicas have not acknowledged the handover: the waiter
+			// claims it, acknowledged, before it returns.
+			h.unclaimed = true
+		}
 		if next.gone {
 			return h
 		}
@@ -524,7 +562,7 @@ func (q *waitQueue) released(next *waiter, entry string, entryOwn bool, n int64,
 		pokeWaiter(next)
 		q.removeLocked(next, false, false)
 	case n == -2:
-		if entry != "" {
+		if entry != "" && !taken {
 			q.entry, q.entryOwn, q.unsure, q.anchor = entry, entryOwn, false, sent
 		}
 		// Another process holds now, for its claim window at least.
@@ -564,16 +602,23 @@ func (q *waitQueue) grantHeard(fence int64, token string) {
 		return
 	}
 	q.granted = fence
-	// Only a grant to the current entry has a known anchor (its send time
-	// precedes the grant); any other was to an entry withdrawn or replaced.
+	// Only a grant to the current entry, or to the one an attempt in flight
+	// is putting in line, has a known anchor (a send time that precedes the
+	// grant); any other was to an entry withdrawn or replaced.
 	ours := q.entry != "" && q.entryToken() == token
-	own := ours && q.entryOwn
-	h := newGrant(q.lock, token, own, fence, q.anchor)
+	own, anchor := ours && q.entryOwn, q.anchor
+	if !ours && q.pending != "" && q.pending[len(q.lock.id)+1:] == token {
+		ours, own, anchor = true, q.pendingOwn, q.pendingAt
+		q.pendingTaken = true
+	}
+	h := newGrant(q.lock, token, own, fence, anchor)
 	var w *waiter
 	if ours {
 		q.entry, q.unsure = "", false
+		// A waiter being handed the key by this *Lock's own holder can take
+		// it: that handover did not happen, since the key is ours now.
 		for _, c := range q.waiters {
-			if !c.granting && (own && c.own || c.token == token) {
+			if own && c.own || c.token == token {
 				w = c
 				break
 			}

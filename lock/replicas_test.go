@@ -1,0 +1,147 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/valkeytest"
+	"github.com/valkey-io/valkey-go"
+)
+
+// startReplicated starts a primary and one replica of it, linked.
+func startReplicated(t *testing.T) (primary, replica *valkeytest.Server) {
+	t.Helper()
+	primary = valkeytest.Start(t, valkeytest.WithArgs("--repl-diskless-sync-delay", "0"))
+	replica = valkeytest.Start(t, valkeytest.WithArgs("--replicaof", "127.0.0.1", strconv.Itoa(primary.Port())))
+	deadline := time.Now().Add(10 * time.Second)
+	for replica.Info(t, "replication")["master_link_status"] != "up" {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never linked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return primary, replica
+}
+
+// TestUnacknowledgedWritesDoNotCount: with Replicas set, an acquisition the
+// replica has not acknowledged (it holds its replication stream back) is
+// given back and reported as ErrNotReplicated, and so is an extension; once
+// the replica follows again, both succeed.
+func TestUnacknowledgedWritesDoNotCount(t *testing.T) {
+	primary, replica := startReplicated(t)
+	l, err := New(primary.Client(t), "acked", Config{TTL: time.Minute, Replicas: 1, ReplicaTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mustAcquire(t, l)
+	if err := h.Reacquire(ctxT(t)); err != nil {
+		t.Fatalf("Reacquire acknowledged by the replica = %v", err)
+	}
+
+	replica.Do(t, "CLIENT", "PAUSE", "10000", "WRITE") // it reads the stream but applies nothing
+	validUntil := h.ValidUntil()
+	err = h.Reacquire(ctxT(t))
+	if !errors.Is(err, ErrNotReplicated) || errors.Is(err, ErrMisconfigured) {
+		t.Fatalf("Reacquire with the replica held back = %v; want ErrNotReplicated", err)
+	}
+	if h.ValidUntil() != validUntil {
+		t.Fatal("an unacknowledged renewal moved ValidUntil")
+	}
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.TryAcquire(ctxT(t))
+	if !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("TryAcquire with the replica held back = %v; want ErrNotReplicated", err)
+	}
+	if n := primary.Int(t, "EXISTS", l.Key()); n != 0 {
+		t.Fatalf("EXISTS on the primary = %d after an unacknowledged acquisition; want 0: it must be given back", n)
+	}
+	replica.Do(t, "CLIENT", "UNPAUSE")
+	h = mustAcquire(t, l)
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShardedPubSubOnACluster: on a Valkey Cluster a handover between two
+// processes goes out as SPUBLISH to the shard that owns the lock's slot, and
+// an announcing lock's followers hear it by SSUBSCRIBE; classic PUBLISH,
+// which every node would relay over the cluster bus, is not used.
+func TestShardedPubSubOnACluster(t *testing.T) {
+	c := valkeytest.StartCluster(t)
+	newLock := func() *Lock {
+		client, err := valkey.NewClient(c.ClientOption())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(client.Close)
+		l, err := New(client, "sharded", Config{TTL: time.Minute, Announce: true, RetryInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !l.sharded {
+			t.Fatal("a cluster client's Lock does not use sharded Pub/Sub")
+		}
+		return l
+	}
+	a, b := newLock(), newLock()
+	events := follow(t, a)
+	if ev := nextEvent(t, events); ev.Kind != Subscribed {
+		t.Fatalf("first event = %+v; want Subscribed", ev)
+	}
+	h := retryAcquire(t, a)
+	if ev := nextEvent(t, events); ev.Kind != Acquired || ev.Fence != h.Fence() {
+		t.Fatalf("event = %+v; want Acquired with fence %d", ev, h.Fence())
+	}
+	got, errc := acquireAsync(ctxT(t), b)
+	deadline := time.Now().Add(10 * time.Second)
+	owner := c.PrimaryFor(t, a.Key())
+	for {
+		n, err := owner.Do(t, "LLEN", a.keys.queue).AsInt64()
+		if err == nil && n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter never joined the line")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	w := awaitAcquired(t, got, errc)
+	if w.Fence() <= h.Fence() {
+		t.Fatalf("fence %d; want > %d", w.Fence(), h.Fence())
+	}
+	if err := w.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := owner.CommandCalls(t, "spublish"); n == 0 {
+		t.Fatal("no SPUBLISH on the shard that owns the lock")
+	}
+	for _, node := range c.Nodes() {
+		if n := node.CommandCalls(t, "publish"); n != 0 {
+			t.Fatalf("node %s ran PUBLISH %d times; want none on a cluster", node.Addr(), n)
+		}
+	}
+}
+
+// retryAcquire takes l, retrying while the cluster client is still
+// learning the topology.
+func retryAcquire(t *testing.T, l *Lock) *Held {
+	t.Helper()
+	var h *Held
+	err := retryUnavailable(t, func() error {
+		var err error
+		h, err = l.TryAcquire(context.Background())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
