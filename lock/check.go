@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-
 )
 
 // checkLua asks the server's ACL, without running anything, whether the

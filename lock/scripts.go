@@ -3,7 +3,6 @@ package lock
 import (
 	"fmt"
 	"time"
-
 )
 
 // The acquire and release scripts run with KEYS[1] = lock key, KEYS[2] =
