@@ -35,11 +35,17 @@ func (r *runner) once(ctx context.Context, cfg election.Config, conn *connFlags,
 	if cfg.Identity == "" {
 		cfg.Identity = election.DefaultIdentity()
 	}
+	replicaTimeout := cfg.ReplicaTimeout
+	if replicaTimeout == 0 && cfg.Replicas > 0 {
+		replicaTimeout = min(lock.DefaultReplicaTimeout, cfg.RetryPeriod/2)
+	}
 	l, err := lock.New(client, cfg.Name, lock.Config{
-		TTL:       cfg.TTL,
-		KeyPrefix: cfg.KeyPrefix,
-		Announce:  true, // as electors do: watchers follow acquisitions and releases
-		Logger:    r.log,
+		TTL:            cfg.TTL,
+		KeyPrefix:      cfg.KeyPrefix,
+		Announce:       true, // as electors do: watchers follow acquisitions and releases
+		Logger:         r.log,
+		Replicas:       cfg.Replicas,
+		ReplicaTimeout: replicaTimeout,
 	})
 	if err != nil {
 		return errorf(stderr, err)

@@ -72,6 +72,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		rerun     bool
 		try       bool
 		hold      time.Duration
+		replicas  int
+		replicaTO time.Duration
 		level     slog.Level
 	)
 	conn.register(c.fs)
@@ -83,6 +85,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	c.fs.BoolVar(&rerun, "rerun", false, "when COMMAND exits, release, campaign again and rerun it instead of exiting")
 	c.fs.BoolVar(&try, "try", false, "make one attempt: if another instance leads, exit 4 without running COMMAND (for cron: see --hold)")
 	c.fs.DurationVar(&hold, "hold", 0, "with --try: after COMMAND exits by itself, keep the leadership this long, so that hosts whose cron starts later do not run COMMAND again")
+	c.fs.IntVar(&replicas, "replicas", 0, "wait until `N` replicas acknowledged each acquisition and renewal (WAIT): set it to the replicas a failover can promote (Sentinel, Cluster), so a failover cannot lose a term")
+	c.fs.DurationVar(&replicaTO, "replica-timeout", 0, "how long to wait for the replicas' acknowledgement (default 250ms, at most half of --retry-period)")
 	c.fs.TextVar(&level, "log-level", slog.LevelInfo, "baton's own log `level` on stderr: debug, info, warn or error")
 	if status, ok := c.parse(args, stdout, stderr); !ok {
 		return status
@@ -92,6 +96,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if c.fs.NArg() == 0 {
 		return c.usageError(stderr, "no command to run: put it after --")
+	}
+	if replicas < 0 {
+		return c.usageError(stderr, "--replicas %d must not be negative", replicas)
+	}
+	if isSet(c.fs, "replica-timeout") && replicaTO <= 0 {
+		return c.usageError(stderr, "--replica-timeout %v must be positive", replicaTO)
 	}
 	if err := durations.resolve(c.fs); err != nil {
 		return c.usageError(stderr, "%v", err)
@@ -127,13 +137,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		stop:  stop,
 	}
 	cfg := election.Config{
-		Name:          conn.name,
-		Identity:      identity,
-		TTL:           durations.ttl,
-		RenewDeadline: durations.renewDeadline,
-		RetryPeriod:   durations.retry,
-		KeyPrefix:     conn.keyPrefix,
-		Logger:        logger,
+		Name:           conn.name,
+		Identity:       identity,
+		TTL:            durations.ttl,
+		RenewDeadline:  durations.renewDeadline,
+		RetryPeriod:    durations.retry,
+		KeyPrefix:      conn.keyPrefix,
+		Logger:         logger,
+		Replicas:       replicas,
+		ReplicaTimeout: replicaTO,
 		Callbacks: callbacks.Callbacks{
 			OnElected:   r.lead,
 			OnNewLeader: r.newLeader,
