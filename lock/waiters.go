@@ -54,12 +54,9 @@ type waitQueue struct {
 	anchor   time.Time // send time of the latest attempt that saw another holder since entry was queued: a grant to entry came after it
 	granted  int64     // fence of the last grant taken, so that one heard twice (message and attempt) counts once
 
-	// An attempt in flight that puts an entry in line: its grant can be
-	// heard before its reply.
-	pending      string    // the entry it pushes; "" when none is in flight
-	pendingAt    time.Time // when it was about to be sent
-	pendingOwn   bool      // the entry's token is unique
-	pendingTaken bool      // its grant was heard: its reply must not put the entry back in the books
+	// Attempts and releases in flight that put an entry in line, by entry:
+	// the grant to it can be heard before their reply.
+	pushes map[string]*push
 
 	stopSub  context.CancelFunc // ends the grant subscription; nil when none runs
 	subGen   int                // generation of the running subscription
@@ -67,6 +64,14 @@ type waitQueue struct {
 	linger   *time.Timer        // stops the subscription once no waiter came back
 	passing  sync.WaitGroup     // grants nobody here wants, being passed on
 	lingered bool               // the last waiter left; linger is armed
+}
+
+// push is an attempt or a release in flight that puts an entry in line.
+type push struct {
+	at    time.Time // when the first of them was about to be sent: a grant to the entry comes after
+	own   bool      // the entry's token is unique
+	n     int       // how many are in flight
+	taken bool      // the grant to the entry was heard: their replies must not put it back in the books
 }
 
 // waiter is one blocked Acquire. Its fields after poke are guarded by
@@ -105,14 +110,16 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 	var args attemptArgs
 	if !queued {
 		args = q.argsLocked(o.token, o.own)
-		q.pushing(args)
+		if args.mode == modePush {
+			q.pushing(args.entry, args.entryOwn)
+		}
 	}
 	q.mu.Unlock()
 	var expiry time.Time
 	if !queued {
 		res, err := l.attempt(ctx, args)
 		if err != nil || res.held != nil && !res.missed {
-			q.acquired(res.held)
+			q.acquired(res.held, args)
 			return res.held, err
 		}
 		if res.missed { // cannot be: no entry without a waiter
@@ -152,7 +159,7 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 				continue
 			}
 			if err != nil || res.held != nil {
-				h, withdraw := q.leave(w, res.held, err != nil)
+				h, withdraw := q.leave(w, res.held, err != nil, args)
 				if withdraw {
 					l.withdraw(ctx, args.entry)
 				}
@@ -263,12 +270,31 @@ func (q *waitQueue) entryToken() string {
 	return q.entry[len(q.lock.id)+1:]
 }
 
-// pushing notes an attempt about to be sent that puts an entry in line;
-// q.mu must be held.
-func (q *waitQueue) pushing(a attemptArgs) {
-	if a.mode == modePush {
-		q.pending, q.pendingAt, q.pendingOwn, q.pendingTaken = a.entry, time.Now(), a.entryOwn, false
+// pushing notes an attempt or a release about to be sent that may put entry
+// in line; q.mu must be held.
+func (q *waitQueue) pushing(entry string, own bool) {
+	if q.pushes == nil {
+		q.pushes = make(map[string]*push)
 	}
+	if p := q.pushes[entry]; p != nil {
+		p.n++
+		return
+	}
+	q.pushes[entry] = &push{at: time.Now(), own: own, n: 1}
+}
+
+// pushed settles a push of entry whose reply came, or that failed; it
+// reports whether a grant to the entry was heard meanwhile. q.mu must be
+// held.
+func (q *waitQueue) pushed(entry string) (taken bool) {
+	p := q.pushes[entry]
+	if p == nil {
+		return false
+	}
+	if p.n--; p.n <= 0 {
+		delete(q.pushes, entry)
+	}
+	return p.taken
 }
 
 // attempted records a failed attempt: the entry it put in line, the moment
@@ -276,8 +302,7 @@ func (q *waitQueue) pushing(a attemptArgs) {
 func (q *waitQueue) attempted(res attemptResult, a attemptArgs) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	taken := q.pendingTaken && q.pending == a.entry
-	q.pending, q.pendingTaken = "", false
+	taken := a.mode == modePush && q.pushed(a.entry)
 	switch a.mode {
 	case modePush:
 		if taken {
@@ -321,7 +346,7 @@ func (q *waitQueue) join(w *waiter, expiry time.Time) {
 		}
 		if q.stopSub == nil {
 			q.startSubscription()
-		} else if q.subbed && q.entry == "" && q.pending == "" && !q.lock.cfg.PlainKey {
+		} else if q.subbed && q.entry == "" && len(q.pushes) == 0 && !q.lock.cfg.PlainKey {
 			w.attempt = true
 		}
 	}
@@ -374,7 +399,9 @@ func (q *waitQueue) look(w *waiter) (head, attempt bool, args attemptArgs, expir
 		w.attempt = false
 		w.attempting = true
 		args = q.argsLocked(w.token, w.own)
-		q.pushing(args)
+		if args.mode == modePush {
+			q.pushing(args.entry, args.entryOwn)
+		}
 	}
 	return head, attempt, args, q.expiry, nil
 }
@@ -388,14 +415,17 @@ func (q *waitQueue) mark(w *waiter) {
 
 // acquired records a successful attempt: the *Lock's entry, if any, was
 // taken by it, and a later head should expect the key to live for the TTL.
-func (q *waitQueue) acquired(h *Held) {
+func (q *waitQueue) acquired(h *Held, a attemptArgs) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if a.mode == modePush {
+		q.pushed(a.entry)
+	}
 	if h == nil {
 		return
 	}
-	q.mu.Lock()
 	q.entry, q.unsure = "", false
 	q.expiry = h.expiry()
-	q.mu.Unlock()
 }
 
 // leave removes w, whose attempt took the lock (h) or failed (gaveUp). The
@@ -404,10 +434,13 @@ func (q *waitQueue) acquired(h *Held) {
 // was granted the key while its failed attempt was in flight gets the grant
 // back (granted), to return. withdraw reports that the *Lock's entry must be
 // taken out of line: the last waiter gave up while it was queued.
-func (q *waitQueue) leave(w *waiter, h *Held, gaveUp bool) (granted *Held, withdraw bool) {
+func (q *waitQueue) leave(w *waiter, h *Held, gaveUp bool, a attemptArgs) (granted *Held, withdraw bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	w.attempting = false
+	if a.mode == modePush {
+		q.pushed(a.entry)
+	}
 	if w.held != nil {
 		return w.held, false
 	}
@@ -514,7 +547,7 @@ func (q *waitQueue) grantee() (next *waiter, entry string, entryOwn bool) {
 		entry, entryOwn = q.lock.id+" "+w.token, w.own
 		// The release may put it in line, and the grant that follows can
 		// come before the release's reply.
-		q.pending, q.pendingAt, q.pendingOwn, q.pendingTaken = entry, time.Now(), entryOwn, false
+		q.pushing(entry, entryOwn)
 	}
 	if w.attempting || w.granting || !w.own {
 		return nil, entry, entryOwn
@@ -534,10 +567,7 @@ func (q *waitQueue) released(next *waiter, entry string, entryOwn bool, n int64,
 	if next != nil {
 		next.granting = false
 	}
-	taken := entry != "" && q.pendingTaken && q.pending == entry
-	if entry != "" && q.pending == entry {
-		q.pending, q.pendingTaken = "", false
-	}
+	taken := entry != "" && q.pushed(entry)
 	switch {
 	case err != nil:
 		if entry != "" {
@@ -607,9 +637,9 @@ func (q *waitQueue) grantHeard(fence int64, token string) {
 	// grant); any other was to an entry withdrawn or replaced.
 	ours := q.entry != "" && q.entryToken() == token
 	own, anchor := ours && q.entryOwn, q.anchor
-	if !ours && q.pending != "" && q.pending[len(q.lock.id)+1:] == token {
-		ours, own, anchor = true, q.pendingOwn, q.pendingAt
-		q.pendingTaken = true
+	if p := q.pushes[q.lock.id+" "+token]; !ours && p != nil {
+		ours, own, anchor = true, p.own, p.at
+		p.taken = true
 	}
 	h := newGrant(q.lock, token, own, fence, anchor)
 	var w *waiter
