@@ -75,7 +75,8 @@ func observerLock(client valkey.Client, name, prefix string) (*lock.Lock, error)
 	if name == "" {
 		return nil, errors.New("election: name must not be empty")
 	}
-	l, err := lock.New(client, name, lock.Config{KeyPrefix: prefix})
+	// It only reads: its TTL is never used.
+	l, err := lock.New(client, name, lock.Config{KeyPrefix: prefix, TTL: lock.NoExpiry})
 	if err != nil {
 		return nil, fmt.Errorf("election: %w", err)
 	}

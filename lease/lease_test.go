@@ -591,7 +591,7 @@ func TestAccessors(t *testing.T) {
 
 func TestNewValidation(t *testing.T) {
 	e := newEnv(t)
-	noTTL, err := lock.New(e.client, "forever", lock.Config{})
+	noTTL, err := lock.New(e.client, "forever", lock.Config{TTL: lock.NoExpiry})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,11 @@ const (
 	// DefaultKeyPrefix is prepended to the lock name to form its key.
 	DefaultKeyPrefix = "baton:lock:"
 
+	// NoExpiry as Config.TTL makes a lock whose key never expires: held
+	// until released, also by a holder that crashed (valkey-py's
+	// timeout=None). Lock.TTL then reports 0.
+	NoExpiry time.Duration = -1
+
 	// DefaultReplicaTimeout bounds a wait for the replicas' acknowledgement
 	// when Config.Replicas is set.
 	DefaultReplicaTimeout = 250 * time.Millisecond
@@ -31,10 +36,12 @@ const (
 // Config tunes a Lock. The zero value is a lock without TTL that blocks until
 // the context ends; every zero field means its documented default.
 type Config struct {
-	// TTL is how long the key lives after an acquisition (PX). Zero means no
-	// expiry: the lock is held until released. A TTL below one millisecond or
-	// a negative one is refused by New; others are rounded up to whole
-	// milliseconds, the server's resolution.
+	// TTL is how long the key lives after an acquisition (PX): a holder
+	// that crashes keeps the lock at most this long. Required: New refuses
+	// zero, so that a lock without expiry is a choice, not an omission. Set
+	// NoExpiry for a key held until released (valkey-py's timeout=None).
+	// Below one millisecond, or negative, is refused; others are rounded up
+	// to whole milliseconds, the server's resolution.
 	TTL time.Duration
 
 	// BlockingTimeout bounds how long Acquire waits for the lock. Zero means
@@ -142,10 +149,14 @@ func (c Config) validate(name string) error {
 	if name == "" {
 		errs = append(errs, errors.New("lock: name must not be empty"))
 	}
-	if c.TTL < 0 {
+	switch {
+	case c.TTL == 0:
+		errs = append(errs, errors.New("lock: ttl must be set: a holder that crashes would keep a lock without expiry forever (use lock.NoExpiry if that is what you want, as valkey-py's timeout=None)"))
+	case c.TTL == NoExpiry:
+	case c.TTL < 0:
 		errs = append(errs, fmt.Errorf("lock: ttl %v is negative", c.TTL))
-	} else if c.TTL > 0 && c.TTL < time.Millisecond {
-		errs = append(errs, fmt.Errorf("lock: ttl %v is below the server's 1ms resolution (use 0 for no expiry)", c.TTL))
+	case c.TTL < time.Millisecond:
+		errs = append(errs, fmt.Errorf("lock: ttl %v is below the server's 1ms resolution", c.TTL))
 	}
 	if c.BlockingTimeout < 0 {
 		errs = append(errs, fmt.Errorf("lock: blocking timeout %v is negative", c.BlockingTimeout))

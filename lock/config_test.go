@@ -16,15 +16,16 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		cfg     Config
 		wantErr string // substring; "" = valid
 	}{
-		{"no expiry", "a", Config{}, ""},
+		{"no ttl", "a", Config{}, "ttl must be set"},
+		{"no expiry", "a", Config{TTL: NoExpiry}, ""},
 		{"one millisecond", "a", Config{TTL: time.Millisecond}, ""},
-		{"empty name", "", Config{}, "name must not be empty"},
+		{"empty name", "", Config{TTL: time.Second}, "name must not be empty"},
 		{"negative ttl", "a", Config{TTL: -time.Second}, "ttl -1s is negative"},
 		{"sub-millisecond ttl", "a", Config{TTL: 500 * time.Microsecond}, "ttl 500µs is below"},
-		{"negative blocking timeout", "a", Config{BlockingTimeout: -1}, "blocking timeout -1ns is negative"},
-		{"negative retry interval", "a", Config{RetryInterval: -time.Millisecond}, "retry interval -1ms is negative"},
-		{"brace without tag", "a}b", Config{PlainKey: true}, "has a '}' but no hash tag"},
-		{"empty tag", "a{}b", Config{PlainKey: true}, "has a '}' but no hash tag"},
+		{"negative blocking timeout", "a", Config{TTL: time.Second, BlockingTimeout: -1}, "blocking timeout -1ns is negative"},
+		{"negative retry interval", "a", Config{TTL: time.Second, RetryInterval: -time.Millisecond}, "retry interval -1ms is negative"},
+		{"brace without tag", "a}b", Config{TTL: time.Second, PlainKey: true}, "has a '}' but no hash tag"},
+		{"empty tag", "a{}b", Config{TTL: time.Second, PlainKey: true}, "has a '}' but no hash tag"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,7 +41,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(nil, "a", Config{}); err == nil {
+	if _, err := New(nil, "a", Config{TTL: time.Second}); err == nil {
 		t.Fatal("New(nil client) = nil error; want one")
 	}
 }
@@ -65,9 +66,9 @@ func TestKeysShareASlot(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"orders", Config{}},
+		{"orders", Config{TTL: NoExpiry}},
 		{"orders", Config{PlainKey: true}},
-		{"{tenant-1}:orders", Config{}},
+		{"{tenant-1}:orders", Config{TTL: NoExpiry}},
 		{"{tenant-1}:orders", Config{PlainKey: true}},
 		{"with spaces and ünïcode", Config{KeyPrefix: "app:"}},
 		{"a{b", Config{PlainKey: true}},
@@ -87,11 +88,11 @@ func TestKeysShareASlot(t *testing.T) {
 
 func TestPlainKeyIsTheName(t *testing.T) {
 	e := newEnv(t)
-	l := e.lock(t, "jobs:nightly", Config{PlainKey: true})
+	l := e.lock(t, "jobs:nightly", Config{TTL: time.Minute, PlainKey: true})
 	if l.Key() != "jobs:nightly" {
 		t.Fatalf("Key() = %q; want %q", l.Key(), "jobs:nightly")
 	}
-	d := e.lock(t, "jobs:nightly", Config{})
+	d := e.lock(t, "jobs:nightly", Config{TTL: NoExpiry})
 	if d.Key() != DefaultKeyPrefix+"jobs:nightly" {
 		t.Fatalf("Key() = %q; want %q", d.Key(), DefaultKeyPrefix+"jobs:nightly")
 	}

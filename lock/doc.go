@@ -15,6 +15,10 @@
 // compare-and-delete script that hands the key to the next waiter in line, if
 // any. Acquire plus Release is two round trips and ten server commands.
 //
+// A Config must name a TTL: a holder that crashes keeps the lock at most that
+// long. A lock held until released, whatever happens to its holder
+// (valkey-py's timeout=None), is asked for with NoExpiry.
+//
 // # Guarantees and limits
 //
 // While the key holds a Held's token, no other acquisition of the lock can

@@ -153,7 +153,7 @@ func TestPermanentErrorsAreMisconfigured(t *testing.T) {
 func TestCheckNamesWhatIsRefused(t *testing.T) {
 	e := newEnv(t)
 	c := e.aclClient(t, "nopub", without(fullACL, "+time", "+publish"))
-	l, err := New(c, "check", Config{})
+	l, err := New(c, "check", Config{TTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestInspectIsOneAtomicRead(t *testing.T) {
 			}
 		})
 	}
-	observer := e.lock(t, "inspected", Config{})
+	observer := e.lock(t, "inspected", Config{TTL: time.Minute})
 	seen := 0
 	for seen < 300 {
 		st, err := observer.Inspect(ctxT(t))

@@ -104,7 +104,7 @@ func awaitAcquired(t *testing.T, got <-chan *Held, errc <-chan error) *Held {
 // release to the waiter holding, a fresh TTL (or none), a higher fence,
 // nothing published.
 func TestReleaseGrantsToTheNextLocalWaiter(t *testing.T) {
-	for _, ttl := range []time.Duration{time.Minute, 0} {
+	for _, ttl := range []time.Duration{time.Minute, NoExpiry} {
 		t.Run("ttl="+ttl.String(), func(t *testing.T) {
 			e := newEnv(t)
 			l := e.lock(t, "grant", Config{TTL: ttl, RetryInterval: time.Hour})

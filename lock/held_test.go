@@ -171,7 +171,7 @@ func TestExtendNeverTouchesWhatIsNotOurs(t *testing.T) {
 func TestExtendWithoutTTLIsRefused(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
-	l := e.lock(t, "forever", Config{})
+	l := e.lock(t, "forever", Config{TTL: NoExpiry})
 	h := mustAcquire(t, l)
 	wantErr(t, "Extend of a lock without TTL", h.Extend(ctx, time.Second), ErrNoTTL)
 	wantErr(t, "ExtendTo of a lock without TTL", h.ExtendTo(ctx, time.Second), ErrNoTTL)

@@ -59,6 +59,9 @@ func New(client valkey.Client, name string, cfg Config) (*Lock, error) {
 	if err := cfg.validate(name); err != nil {
 		return nil, err
 	}
+	if cfg.TTL == NoExpiry {
+		cfg.TTL = 0 // from here on, 0 is no expiry
+	}
 	ks, err := keysFor(name, cfg)
 	if err != nil {
 		return nil, err
@@ -100,7 +103,7 @@ func (l *Lock) Name() string { return l.name }
 // Key returns the key that holds the lock's token on the server.
 func (l *Lock) Key() string { return l.keys.key }
 
-// TTL returns the configured TTL (0 = no expiry).
+// TTL returns the configured TTL; 0 for a lock without expiry (NoExpiry).
 func (l *Lock) TTL() time.Duration { return l.cfg.TTL }
 
 // AcquireOption overrides the Lock's Config for one Acquire or TryAcquire.

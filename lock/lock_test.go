@@ -18,7 +18,7 @@ func TestAcquireStoresTokenWithTTL(t *testing.T) {
 		wantMax int64
 	}{
 		{"with ttl", 10 * time.Second, 9000, 10000},
-		{"no expiry", 0, -1, -1},
+		{"no expiry", NoExpiry, -1, -1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			l := e.lock(t, "ttl-"+tt.name, Config{TTL: tt.ttl})
