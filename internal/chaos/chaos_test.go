@@ -163,7 +163,7 @@ func TestChaos(t *testing.T) {
 			t.Log(res.Summary())
 			if !res.OK() {
 				kept := keepLogs(t, res)
-				t.Errorf("run failed: %s\nreplay: go test -race ./internal/chaos -run TestChaos -count=1 -v -args %s\n%s  logs kept in %s",
+				t.Errorf("run failed: %s\nreplay: go test -race ./internal/chaos -run '^TestChaos$' -count=1 -v -args %s\n%s  logs kept in %s",
 					strings.Join(res.Failed(), ", "), res.Config.Replay(), res.Details(), kept)
 			}
 		})

@@ -163,8 +163,10 @@ func (r *run) result(schedule []Step) *Result {
 					x.Identity, x.Fence, at(x.Elected), y.Identity, y.Fence, at(y.After))
 			}
 		}
-		for _, y := range res.Terms {
-			if x.Fence == y.Fence && (x.Peer != y.Peer || x.Elected != y.Elected) {
+	}
+	for i, x := range res.Terms {
+		for _, y := range res.Terms[i+1:] {
+			if x.Fence == y.Fence {
 				fail(VerdictFenceOrder, "fence %d issued twice: to %s at %s and to %s at %s", x.Fence, x.Identity, at(x.Elected), y.Identity, at(y.Elected))
 			}
 		}
