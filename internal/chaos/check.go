@@ -187,12 +187,18 @@ func (r *run) result(schedule []Step) *Result {
 	}
 
 	// 3. Every accepted write belongs to a term of its writer, before the
-	// term ended.
+	// term ended: the latest term of that writer and fence elected before
+	// the write (a fence issued twice is verdict 1's business).
 	for _, w := range res.Writes {
 		if !w.Accepted {
 			continue
 		}
-		i := slices.IndexFunc(res.Terms, func(t Term) bool { return t.Peer == w.Peer && t.Fence == w.Fence })
+		i := -1
+		for j, t := range res.Terms { // in order of election
+			if t.Peer == w.Peer && t.Fence == w.Fence && (i < 0 || t.Elected <= w.At) {
+				i = j
+			}
+		}
 		switch {
 		case i < 0:
 			fail(VerdictWritesInTerm, "accepted a write of %s with fence %d at %s outside any term of it", w.Writer, w.Fence, at(w.At))

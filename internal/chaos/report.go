@@ -225,8 +225,13 @@ func (res *Result) Details() string {
 	var b strings.Builder
 	start := res.Phases[0].Start
 	at := func(t int64) string { return fmt.Sprintf("%8.3fs", float64(t-start)/1e9) }
+	const shown = 10 // failures per verdict; the rest are counted
 	for _, v := range res.Verdicts {
-		for _, f := range v.Failures {
+		for i, f := range v.Failures {
+			if i == shown {
+				fmt.Fprintf(&b, "  %s: ... and %d more\n", v.Name, len(v.Failures)-shown)
+				break
+			}
 			fmt.Fprintf(&b, "  %s: %s\n", v.Name, f)
 		}
 	}
