@@ -45,7 +45,8 @@ const shortDuration = 10 * time.Second
 // them. Each entry says which verdict fails and why.
 var knownBugs = map[string]string{
 	"pause-server": "leader-bound fails (revived term): a renewal queued on the paused server runs on resume after " +
-		"its holder stepped down, and the key outlives the term by up to a TTL (known bug, being fixed on main)",
+		"its holder stepped down, and the key outlives the term by up to a TTL (known bug, being fixed on main); " +
+		"the release queued behind it meets NOSCRIPT and its context is over before the EVAL fallback",
 	"blackhole-proxy": "leader-bound fails (revived term): the same stale renewal, held by the network instead of " +
 		"the server and delivered on heal; the cleanup release is never sent (valkey-go was redialling)",
 	"delay-proxy": "leader-bound fails (revived term): the same stale renewal, delivered after its holder's " +
