@@ -32,7 +32,7 @@ func Verdicts() []string {
 
 // Verdict is the outcome of one check of a run.
 type Verdict struct {
-	Name     string
+	Name     string   // one of Verdicts()
 	Failures []string // empty when the check passed
 }
 
@@ -45,47 +45,47 @@ func (v Verdict) OK() bool { return len(v.Failures) == 0 }
 type Term struct {
 	Identity string // the candidate's (baton's, in cli mode)
 	Peer     int    // the hub connection that reported it
-	Fence    int64
-	Elected  int64 // OnElected started, or the worker started
-	After    int64 // a lower bound of the moment the winning acquisition was sent
-	Stopped  int64 // OnElected returned, the worker stopped writing, or the process died
-	Lost     int64 // OnLost ran, the worker exited, or the process died
-	Death    bool  // closed by the death of its process rather than reported
-	Phase    int   // the phase it was elected in (see Result.Phases)
+	Fence    int64  // the term's fencing token
+	Elected  int64  // OnElected started, or the worker started
+	After    int64  // a lower bound of the moment the winning acquisition was sent
+	Stopped  int64  // OnElected returned, the worker stopped writing, or the process died
+	Lost     int64  // OnLost ran, the worker exited, or the process died
+	Death    bool   // closed by the death of its process rather than reported
+	Phase    int    // the phase it was elected in (see Result.Phases)
 }
 
 // Overlap is two terms acting at once.
 type Overlap struct {
-	A, B     int64 // their fences, A < B
-	Start    int64
-	Duration time.Duration
-	Phase    int
-	Allowed  bool
+	A, B     int64         // their fences, A < B
+	Start    int64         // when the later of the two was elected (shared clock)
+	Duration time.Duration // until the earlier of the two stopped
+	Phase    int           // the phase Start falls in
+	Allowed  bool          // that phase's fault allows overlaps
 }
 
 // Phase is a stretch of a run: before the first fault ("none"), from a
 // fault's injection to the next one's, or the final shutdown.
 type Phase struct {
-	Kind  string
-	Start int64
-	Step  int // index in Result.Steps, -1 for none and shutdown
+	Kind  string // the fault's kind, "none" or "shutdown"
+	Start int64  // shared clock
+	Step  int    // index in Result.Steps, -1 for none and shutdown
 }
 
 // Result is what a run did and what its checks found.
 type Result struct {
-	Config      Config
-	Schedule    []Step
-	Steps       []StepRecord
-	Phases      []Phase
-	Terms       []Term
-	Writes      []Write
-	Overlaps    []Overlap
-	Verdicts    []Verdict
+	Config      Config        // with its defaults filled in
+	Schedule    []Step        // as planned from the seed
+	Steps       []StepRecord  // as carried out
+	Phases      []Phase       // in order of Start
+	Terms       []Term        // in order of election
+	Writes      []Write       // in the store's order
+	Overlaps    []Overlap     // every pair of terms that acted at once
+	Verdicts    []Verdict     // in the order of Verdicts()
 	Errors      []error       // failures of the harness, not of baton
 	FirstLeader time.Duration // from the start of the candidates
 	ExitMax     time.Duration // the slowest exit after SIGTERM
-	Elapsed     time.Duration
-	LogDir      string
+	Elapsed     time.Duration // from the candidates' start until the last process was gone
+	LogDir      string        // the processes' logs and run.txt
 }
 
 // OK reports whether every verdict passed and the harness did not fail.

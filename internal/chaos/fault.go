@@ -59,13 +59,13 @@ type Fault interface {
 
 // Planning is what a Fault's Plan may draw its parameters against.
 type Planning struct {
-	Timing     Timing
-	Candidates int
+	Timing     Timing // the run's election timing, which holds scale with
+	Candidates int    // slots a target may name, 0 to Candidates-1
 }
 
 // Step is one fault of a schedule, as planned from the seed.
 type Step struct {
-	Kind   string
+	Kind   string        // the Fault's Kind
 	Target Target        // the candidate it acts on, for faults that act on one
 	Gap    time.Duration // quiet time before it, after the previous fault healed and a leader was back
 	Hold   time.Duration // how long it lasts before it heals; 0 for one-shot faults
@@ -92,8 +92,8 @@ func (s Step) String() string {
 // is no leader to find.
 type Target struct {
 	Set    bool // the fault acts on a candidate
-	Leader bool
-	Slot   int
+	Leader bool // on the leader when the fault starts, if there is one
+	Slot   int  // on this slot, or when there is no leader
 }
 
 // String is "leader|c2" or "c2".

@@ -30,10 +30,10 @@ type Hub struct {
 // one worker (one term) of baton run. Its fields are written by the hub
 // until Closed is set; read them after Hub.Close.
 type Peer struct {
-	ID       int
-	Identity string // from hello: the candidate's identity (a worker's is its baton's)
-	Role     string // wire.RoleLibrary or wire.RoleWorker
-	PID      int
+	ID       int     // index in Peers, and Write.Peer of its writes
+	Identity string  // from hello: the candidate's identity (a worker's is its baton's)
+	Role     string  // wire.RoleLibrary or wire.RoleWorker
+	PID      int     // from hello
 	Opened   int64   // shared clock, when the hello came
 	Closed   int64   // shared clock, when the connection ended; 0 while open
 	Events   []Event // everything but writes, in the order sent
@@ -43,7 +43,7 @@ type Peer struct {
 // reading of the shared clock, Recv the hub's.
 type Event struct {
 	wire.Msg
-	Recv int64
+	Recv int64 // the hub's reading of the shared clock when the line arrived
 }
 
 // NewHub listens on a free loopback port.

@@ -10,8 +10,8 @@ import (
 // Report adds up the results of a campaign, per fault kind. It is not safe
 // for concurrent use.
 type Report struct {
-	Runs    int
-	Elapsed time.Duration
+	Runs    int           // runs added
+	Elapsed time.Duration // their Result.Elapsed, added up
 	kinds   map[string]*kindStats
 	order   []string       // row order: "none", the fault kinds as first seen, "shutdown"
 	failed  []string       // one line per failed run: its verdicts and how to replay it

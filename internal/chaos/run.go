@@ -53,13 +53,13 @@ const (
 // Config describes one run. Zero fields take the documented defaults;
 // Binaries is required.
 type Config struct {
-	Seed       int64
+	Seed       int64         // draws the schedule (Plan) and the candidates' pauses between writes
 	Mode       Mode          // default ModeLibrary
 	Candidates int           // default DefaultCandidates
 	Duration   time.Duration // planned length of the fault phase; default DefaultDuration
 	Faults     []Fault       // the kinds a schedule draws from; default StandardFaults()
 	Timing     Timing        // default DefaultTiming()
-	Binaries   Binaries
+	Binaries   Binaries      // from Build
 
 	// Topology starts the deployment; default: one valkeytest.Server.
 	Topology func(testing.TB) Topology

@@ -14,12 +14,12 @@ type Store struct {
 
 // Write is one write the store was asked for.
 type Write struct {
-	Fence    int64
+	Fence    int64  // the writer's fence
 	Writer   string // the identity of the writing term
 	Peer     int    // the hub connection it came on
 	At       int64  // shared clock, when the store decided
-	Accepted bool
-	Highest  int64 // the highest fence accepted before this write
+	Accepted bool   // fence >= Highest
+	Highest  int64  // the highest fence accepted before this write
 }
 
 // Write decides one write and records it: accepted when fence is at least

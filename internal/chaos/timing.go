@@ -4,9 +4,9 @@ import "time"
 
 // Timing is the election's timing in a run, given to every candidate.
 type Timing struct {
-	TTL           time.Duration
-	RenewDeadline time.Duration
-	RetryPeriod   time.Duration
+	TTL           time.Duration // election.Config.TTL, baton run --ttl
+	RenewDeadline time.Duration // election.Config.RenewDeadline, --renew-deadline
+	RetryPeriod   time.Duration // election.Config.RetryPeriod, --retry-period
 }
 
 // DefaultTiming returns the election's defaults (15s / 10s / 2s) scaled down

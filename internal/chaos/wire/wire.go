@@ -55,7 +55,7 @@ const NoLeader = "-"
 // Msg is one line of the protocol, parsed. Fields a kind does not use are
 // zero.
 type Msg struct {
-	Kind     string
+	Kind     string // one of the message kinds above
 	Identity string // hello: the sender's; leader: the leader's
 	Role     string // hello
 	PID      int    // hello
