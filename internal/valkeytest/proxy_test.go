@@ -131,9 +131,24 @@ func TestProxyDelay(t *testing.T) {
 	if rtt := ping(); rtt < 2*d {
 		t.Errorf("PING through a proxy delaying %v took %v; want at least %v", d, rtt, 2*d)
 	}
+
+	// Heal delivers what a delay still holds at once, without waiting for it.
+	p.Delay(time.Hour)
+	done := make(chan error, 1)
+	go func() { done <- c.Do(ctx, c.B().Ping().Build()).Error() }()
+	select {
+	case err := <-done:
+		t.Fatalf("PING through a proxy delaying an hour returned at once: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
 	p.Heal()
-	if rtt := ping(); rtt >= d {
-		t.Errorf("PING after Heal took %v; want less than the delay %v", rtt, d)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("PING held by the delay, after Heal: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("PING held by the delay still unanswered 10s after Heal")
 	}
 }
 
