@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 BENCHTIME ?= 2s
 
-.PHONY: test valkey vet bench bench-peers lint cover demo tidy-check examples
+.PHONY: test valkey vet bench bench-peers lint cover demo tidy-check examples chaos
 
 ## test: install valkey-server if missing, vet, build and vet the examples, and run every test with -race
 test: valkey vet examples
@@ -22,6 +22,20 @@ examples:
 ## demo: three `baton run` candidates on a private valkey-server: crash failover and resign handoff, measured
 demo:
 	scripts/demo.sh
+
+## chaos: a long randomized fault campaign (docs/safety.md); every CHAOS_* variable can be overridden.
+## CHAOS_SEED=0 takes the seed from the clock; a failed run prints the flags that replay it.
+CHAOS_RUNS       ?= 200
+CHAOS_SEED       ?= 0
+CHAOS_DURATION   ?= 15s
+CHAOS_CANDIDATES ?= 4
+CHAOS_FAULTS     ?= all
+CHAOS_MODE       ?= both
+CHAOS_FLAGS      ?=
+chaos: valkey
+	$(GO) test -race ./internal/chaos -run '^TestChaos$$' -count=1 -timeout 0 -v -args \
+		-chaos.runs=$(CHAOS_RUNS) -chaos.seed=$(CHAOS_SEED) -chaos.duration=$(CHAOS_DURATION) \
+		-chaos.candidates=$(CHAOS_CANDIDATES) -chaos.faults=$(CHAOS_FAULTS) -chaos.mode=$(CHAOS_MODE) $(CHAOS_FLAGS)
 
 ## bench: the library's benchmarks against a real valkey-server (figures, not pass/fail)
 bench: valkey

@@ -1,5 +1,5 @@
 // Package valkeytest starts real valkey-server processes for tests and
-// benchmarks, and puts a cuttable TCP proxy in front of them for fault tests.
+// benchmarks, and puts a TCP proxy in front of them for network faults.
 //
 // Every server is a separate process on its own free loopback port with
 // persistence off and its own temporary directory, so tests may start as many
@@ -10,8 +10,10 @@
 //
 // The fault helpers act on the process, not on the protocol: Kill simulates a
 // crash, Pause (SIGSTOP) simulates a hung server whose TCP connections stay
-// open, Restart brings up an empty server on the same address, and Proxy.Cut
-// drops every connection while the server stays healthy.
+// open, Restart brings up an empty server on the same address, and a Proxy
+// in front of it faults the network while the server stays healthy: Cut
+// drops every connection, Blackhole holds every byte (both ways) until Heal
+// delivers them, and Delay adds latency to each chunk.
 //
 // A typical fault test:
 //
