@@ -129,6 +129,11 @@ func (c *connFlags) options(getenv func(string) string) (valkey.ClientOption, er
 	// No client-side caching: baton does not use it, and it would need the
 	// CLIENT TRACKING permission (see docs/operations.md).
 	opt.DisableCache = true
+	// No transparent retries: baton's own loops retry what can be retried,
+	// and valkey-go v1.0.79 can reuse a read-only command it retries after
+	// a broken connection while the dead connection still writes it (a data
+	// race the randomized fault suite caught after CLIENT KILL).
+	opt.DisableRetry = true
 	opt.ClientName = "baton"
 	return opt, nil
 }

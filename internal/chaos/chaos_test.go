@@ -27,31 +27,24 @@ var (
 )
 
 // shortCampaign is what make test runs: seeds whose schedules, drawn from
-// every kind but knownBugs with shortDuration, inject each kind at least
-// once, and cut the leader off for longer than the TTL (1: kill-candidate
-// of the leader, client-kill, script-flush; 20: del-key, client-pause-write,
-// pause-candidate of the leader; 10: cut-proxy of the leader for 2.7s,
-// script-flush, restart-server). Re-enabling a kind changes the schedules:
-// pick the seeds again then.
+// every kind with shortDuration, inject each kind at least once and cut the
+// leader off for longer than the TTL (2: kill-candidate of the leader,
+// blackhole-proxy of the leader, del-key; 3: pause-candidate,
+// restart-server; 185: cut-proxy of the leader for 3.5s, client-kill,
+// delay-proxy of the leader; 235: pause-server for 3.5s, script-flush,
+// client-pause-write), in both modes. Adding a kind changes the schedules:
+// pick the seeds again then (Plan draws them without running anything).
 var shortCampaign = []struct {
 	seed int64
 	mode Mode
-}{{1, ModeLibrary}, {20, ModeCLI}, {10, ModeLibrary}}
+}{{2, ModeCLI}, {3, ModeLibrary}, {185, ModeCLI}, {235, ModeLibrary}}
 
 const shortDuration = 10 * time.Second
 
-// knownBugs are the fault kinds the short campaign leaves out while the
-// library bugs they expose are being fixed on main; -chaos.faults=all runs
-// them. Each entry says which verdict fails and why.
-var knownBugs = map[string]string{
-	"pause-server": "leader-bound fails (revived term): a renewal queued on the paused server runs on resume after " +
-		"its holder stepped down, and the key outlives the term by up to a TTL (known bug, being fixed on main); " +
-		"the release queued behind it meets NOSCRIPT and its context is over before the EVAL fallback",
-	"blackhole-proxy": "leader-bound fails (revived term): the same stale renewal, held by the network instead of " +
-		"the server and delivered on heal; the cleanup release is never sent (valkey-go was redialling)",
-	"delay-proxy": "leader-bound fails (revived term): the same stale renewal, delivered after its holder's " +
-		"renew deadline by a slow network",
-}
+// knownBugs are the fault kinds the short campaign leaves out while a
+// library bug they expose is open; -chaos.faults=all runs them. Each entry
+// says which verdict fails and why. None is open.
+var knownBugs = map[string]string{}
 
 var (
 	binDir    string // made by TestMain, removed when the tests end

@@ -149,13 +149,14 @@ func (c *candidate) elect(ctx context.Context) int {
 	return 0
 }
 
-// connect builds the client as baton run does (no client-side cache, the
-// client's own retries), retrying while the server cannot be reached:
-// valkey-go dials in NewClient.
+// connect builds the client as baton run does (no client-side cache, no
+// transparent retries: see docs/operations.md), retrying while the server
+// cannot be reached: valkey-go dials in NewClient.
 func connect(ctx context.Context, cfg config) (valkey.Client, error) {
 	opt := valkey.ClientOption{
 		InitAddress:  []string{cfg.addr},
 		DisableCache: true,
+		DisableRetry: true,
 		ClientName:   "chaos-" + cfg.identity,
 	}
 	pause := 10 * time.Millisecond
