@@ -2,9 +2,11 @@ package election
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 
+	"github.com/baton-dev/baton/lease"
 	"github.com/baton-dev/baton/lock"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -154,6 +156,23 @@ func TestTelemetry(t *testing.T) {
 	}
 	if !nested {
 		t.Error("no lock.acquire span is a child of an election.acquire span")
+	}
+}
+
+func TestErrorType(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&lease.LostError{Name: "x", Fence: 1, Reason: lease.ErrExpired}, "expired"},
+		{&lease.LostError{Name: "x", Fence: 1, Reason: &lock.Error{Op: "reacquire", Name: "x", Kind: lock.ErrNotOwned}}, "not_owned"},
+		{&lock.Error{Op: "reacquire", Name: "x", Kind: lock.ErrUnavailable}, "unavailable"},
+		{errors.New("unknown"), "_OTHER"},
+	} {
+		if got := errorType(tc.err); got != tc.want {
+			t.Errorf("errorType(%v) = %q; want %q", tc.err, got, tc.want)
+		}
 	}
 }
 

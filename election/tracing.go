@@ -163,21 +163,13 @@ func failSpan(span trace.Span, err error) {
 	span.SetStatus(codes.Error, err.Error())
 }
 
-// errorType names an error for the error.type attribute.
+// errorType names an error for the error.type attribute: "expired" for a
+// lease whose renew deadline passed, which the lock package cannot know of,
+// and lock.ErrorType's name otherwise, so that both scopes name an error
+// alike.
 func errorType(err error) string {
-	for _, s := range []struct {
-		err  error
-		name string
-	}{
-		{lock.ErrNotOwned, "not_owned"},
-		{lease.ErrExpired, "expired"},
-		{lock.ErrUnavailable, "unavailable"},
-		{context.DeadlineExceeded, "deadline_exceeded"},
-		{context.Canceled, "canceled"},
-	} {
-		if errors.Is(err, s.err) {
-			return s.name
-		}
+	if errors.Is(err, lease.ErrExpired) {
+		return "expired"
 	}
-	return "other"
+	return lock.ErrorType(err)
 }

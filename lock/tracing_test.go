@@ -2,6 +2,8 @@ package lock
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestSpans(t *testing.T) {
@@ -27,18 +30,21 @@ func TestSpans(t *testing.T) {
 	_ = h.Release(ctx) // not held: an error
 
 	spans := exp.GetSpans()
+	// lock.acquire may wait and make several calls: internal. The others
+	// are one request each: client.
 	want := []struct {
 		name     string
+		kind     trace.SpanKind
 		acquired attribute.Value
 		fence    bool
 		status   codes.Code
 	}{
-		{"lock.acquire", attribute.BoolValue(true), true, codes.Unset},
-		{"lock.acquire", attribute.BoolValue(false), false, codes.Unset},
-		{"lock.extend", attribute.Value{}, true, codes.Unset},
-		{"lock.reacquire", attribute.Value{}, true, codes.Unset},
-		{"lock.release", attribute.Value{}, true, codes.Unset},
-		{"lock.release", attribute.Value{}, true, codes.Error},
+		{"lock.acquire", trace.SpanKindInternal, attribute.BoolValue(true), true, codes.Unset},
+		{"lock.acquire", trace.SpanKindInternal, attribute.BoolValue(false), false, codes.Unset},
+		{"lock.extend", trace.SpanKindClient, attribute.Value{}, true, codes.Unset},
+		{"lock.reacquire", trace.SpanKindClient, attribute.Value{}, true, codes.Unset},
+		{"lock.release", trace.SpanKindClient, attribute.Value{}, true, codes.Unset},
+		{"lock.release", trace.SpanKindClient, attribute.Value{}, true, codes.Error},
 	}
 	if len(spans) != len(want) {
 		t.Fatalf("spans = %d; want %d", len(spans), len(want))
@@ -49,8 +55,8 @@ func TestSpans(t *testing.T) {
 		for _, kv := range s.Attributes {
 			attrs[kv.Key] = kv.Value
 		}
-		if s.Name != w.name || s.Status.Code != w.status {
-			t.Errorf("span %d = %s/%v; want %s/%v", i, s.Name, s.Status.Code, w.name, w.status)
+		if s.Name != w.name || s.Status.Code != w.status || s.SpanKind != w.kind {
+			t.Errorf("span %d = %s/%v/%v; want %s/%v/%v", i, s.Name, s.SpanKind, s.Status.Code, w.name, w.kind, w.status)
 		}
 		if attrs[AttrName].AsString() != "traced" {
 			t.Errorf("span %d %s: name attribute = %q; want traced", i, s.Name, attrs[AttrName].AsString())
@@ -97,5 +103,27 @@ func TestCancelledAcquireIsNotASpanError(t *testing.T) {
 		if kv.Key == AttrAcquired && kv.Value.AsBool() {
 			t.Fatal("cancelled acquire span says acquired=true")
 		}
+	}
+}
+
+func TestErrorType(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&Error{Op: "release", Name: "x", Kind: ErrNotOwned}, "not_owned"},
+		{&Error{Op: "acquire", Name: "x", Kind: ErrNotAcquired, Err: context.Canceled}, "not_acquired"},
+		{&Error{Op: "extend", Name: "x", Kind: ErrUnavailable, Err: context.DeadlineExceeded}, "unavailable"},
+		{&Error{Op: "check", Name: "x", Kind: ErrMisconfigured}, "misconfigured"},
+		{fmt.Errorf("wrapped: %w", context.DeadlineExceeded), "deadline_exceeded"},
+		{context.Canceled, "canceled"},
+		{errors.New("something else"), ErrorTypeOther},
+	} {
+		if got := ErrorType(tc.err); got != tc.want {
+			t.Errorf("ErrorType(%v) = %q; want %q", tc.err, got, tc.want)
+		}
+	}
+	if ErrorTypeOther != "_OTHER" {
+		t.Errorf("ErrorTypeOther = %q; want the semantic conventions' _OTHER", ErrorTypeOther)
 	}
 }
