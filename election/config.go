@@ -28,8 +28,8 @@ const (
 	// successful renewal before it steps down on its own.
 	DefaultRenewDeadline = 10 * time.Second
 
-	// DefaultRetryPeriod is the leader's renewal interval and the standbys'
-	// fallback retry pace.
+	// DefaultRetryPeriod is the leader's renewal interval, and the pause
+	// after Resign before campaigning again.
 	DefaultRetryPeriod = 2 * time.Second
 
 	// DefaultKeyPrefix is prepended to the election name to form the lock
@@ -76,12 +76,13 @@ type Config struct {
 	// this host and the server. Default DefaultRenewDeadline.
 	RenewDeadline time.Duration
 
-	// RetryPeriod is the leader's renewal interval and the standbys'
-	// fallback pace for acquisition attempts: standbys normally wake on the
-	// leader's release or at the end of its TTL, and retry every RetryPeriod
-	// only in case they missed both. It also caps the backoff after server
-	// errors, and is the pause after Resign before campaigning again.
-	// Default DefaultRetryPeriod.
+	// RetryPeriod is the leader's renewal interval. It also caps the backoff
+	// after server errors, and is the pause after Resign before campaigning
+	// again. Standbys do not attempt on it: they attempt when the leader's
+	// release is published or a read finds no leader, and read the leader at
+	// its TTL's end and every min(TTL, 5s), or every RetryPeriod/2 while
+	// their subscription is down (so that they see a resigned leader's
+	// release before its pause ends). Default DefaultRetryPeriod.
 	RetryPeriod time.Duration
 
 	// Callbacks receive the elector's transitions; OnElected is required.

@@ -14,12 +14,17 @@
 // last '#'.
 //
 // Run first asks the server whether this client may do everything an
-// elector does (lock.Lock.Check), then campaigns with a blocking
-// lock.Acquire, which does not poll: a standby wakes when the leader
-// releases (a publish on the lock's channel) and at the moment the leader's
-// TTL runs out; it retries every RetryPeriod only in case it missed both.
-// Once elected, a lease.Lease renews the key every RetryPeriod. The term
-// ends when
+// elector does (lock.Lock.Check), then campaigns: one attempt
+// (lock.TryAcquire), and while someone else leads, no attempt and no
+// polling. A standby follows the leader as Watch does, and attempts again
+// when the leader's release is published (about one round trip after it),
+// when a read finds no leader (at the moment the leader's TTL runs out, or on
+// the fallback read every min(TTL, 5s) that covers what is never published,
+// such as an operator's DEL), and when its subscription is re-established.
+// While the subscription is down or refused, it reads every RetryPeriod/2
+// instead, so it still sees a resigned leader's release before the
+// resigner competes again. Once elected, a lease.Lease renews the key every
+// RetryPeriod. The term ends when
 //
 //   - a renewal finds the key deleted or someone else's (reason
 //     lost_not_owned): at once;
@@ -60,7 +65,8 @@
 //     missing, after three refused campaign attempts in a row, or three
 //     refused reads of the leader. A SUBSCRIBE refused while running (a
 //     permission revoked) is logged once; standbys and watchers then rely on
-//     reads at the leader's TTL and their fallback pace.
+//     reads at the leader's TTL and their fallback pace (every RetryPeriod/2
+//     for a running elector).
 //   - a panic in a callback: see above; a panic in OnLost or OnNewLeader is
 //     logged at once and changes nothing else (with CrashOnPanic, it ends
 //     Run and Run panics).
@@ -114,8 +120,10 @@
 //     is elected with a fencing token greater than every earlier one (the
 //     lock restarts its counter from the server's clock).
 //   - Key deleted by an operator: the leader steps down at its next renewal
-//     (at most RetryPeriod later); a standby acquires when it next tries,
-//     at most RetryPeriod later.
+//     (at most RetryPeriod later) and campaigns again at once, so a new term
+//     (the same leader's, most likely) begins then; a DEL is not published,
+//     so standbys notice only at their next fallback read, at most
+//     min(TTL, 5s) after it.
 //
 // # Callbacks
 //
@@ -160,9 +168,12 @@
 //
 // # Observability
 //
-// Spans (scope ScopeName): election.campaign (recorded only for campaigns
-// that won, from their start to the acquisition), election.acquire (each
-// blocking acquisition call; the lock's own span nests inside), election.renew
+// Spans (scope ScopeName) cover work, not waiting: election.campaign
+// (recorded only for campaigns that won, after the fact, from their start to
+// the acquisition, with baton.election.attempts: the one span that shows the
+// wait), election.acquire (each acquisition attempt, with
+// baton.election.attempt; the lock's own lock.acquire nests inside; a
+// standby keeps no span open while it waits), election.renew
 // (each renewal request, with lock.reacquire inside it and
 // baton.election.renewed; a renewal the server refused is an outcome, one
 // that could not reach it an error), election.step_down (with

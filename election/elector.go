@@ -55,9 +55,11 @@ func New(client valkey.Client, cfg Config) (*Elector, error) {
 		return nil, err
 	}
 	l, err := lock.New(client, cfg.Name, lock.Config{
-		Announce:       true, // watchers follow the leader through the lock's events
+		// Every acquisition and release is published: watchers follow the
+		// leader by these events, and standbys wake on the releases (they
+		// never wait in lock.Acquire, so they never register as waiters).
+		Announce:       true,
 		TTL:            cfg.TTL,
-		RetryInterval:  cfg.RetryPeriod,
 		KeyPrefix:      cfg.KeyPrefix,
 		TracerProvider: cfg.TracerProvider,
 		Logger:         cfg.Logger,
@@ -162,7 +164,21 @@ func (e *Elector) Run(ctx context.Context) error {
 		callbacks.WithPanicHandler(func(p callbacks.Panic) { e.panicked(r, p) }),
 		callbacks.WithBeforeLost(e.settle),
 	)
+	// free wakes the campaign when the leadership may be free; the observer,
+	// which follows the leader anyway, is what notices.
+	free := make(chan struct{}, 1)
 	obs := newObserver(e.lock, e.fallback, e.log, d.NewLeader)
+	// Without a subscription (refused, or down) a release goes unheard and
+	// only a read finds the leadership free: read often enough that a
+	// standby sees a resigned leader's release before the resigner's pause
+	// of RetryPeriod ends and it competes again.
+	obs.unheard = min(e.fallback, max(e.cfg.RetryPeriod/2, time.Millisecond))
+	obs.free = func() {
+		select {
+		case free <- struct{}{}:
+		default:
+		}
+	}
 	// The observer and the releases of ended terms outlive ctx until the
 	// last step-down is over: valkey-go shares a connection being set up
 	// among its callers, so a read cancelled with ctx could fail the
@@ -175,7 +191,7 @@ func (e *Elector) Run(ctx context.Context) error {
 		}
 	})
 
-	e.campaignLoop(ctx, life, d, obs, r)
+	e.campaignLoop(ctx, life, d, obs, r, free)
 
 	endLife()
 	wg.Wait()
@@ -215,12 +231,12 @@ func (e *Elector) panicked(r *run, p callbacks.Panic) {
 // ends or the server refuses for good. It returns with no term active.
 // life outlives ctx until Run has stepped down: releases of ended terms that
 // must be retried use it.
-func (e *Elector) campaignLoop(ctx, life context.Context, d *callbacks.Dispatcher, obs *observer, r *run) {
+func (e *Elector) campaignLoop(ctx, life context.Context, d *callbacks.Dispatcher, obs *observer, r *run, free <-chan struct{}) {
 	parent := trace.SpanContextFromContext(ctx)
 	bo := newBackoff(e.cfg.RetryPeriod)
 	panics := newPanicBackoff(e.cfg.RetryPeriod, e.cfg.TTL)
 	for {
-		h, start, attempts, err := e.campaign(ctx, bo)
+		h, start, attempts, err := e.campaign(ctx, bo, free)
 		if err != nil {
 			r.fail(fmt.Errorf("election %q: %w", e.cfg.Name, err))
 			return
@@ -275,26 +291,47 @@ func (e *Elector) campaignLoop(ctx, life context.Context, d *callbacks.Dispatche
 	}
 }
 
-// campaign blocks until it holds the lock or ctx ends. lock.Acquire waits
-// without polling; transient errors (the server unreachable, mostly) are
-// retried with a backoff capped at RetryPeriod, forever; errors the server
-// will keep returning (lock.ErrMisconfigured) end the campaign after
-// maxRefusals in a row. It returns when it started, and how many Acquire
-// calls it made. The error is nil when ctx ended.
-func (e *Elector) campaign(ctx context.Context, bo *cappedBackoff) (*lock.Held, time.Time, int, error) {
+// campaign blocks until it holds the lock or ctx ends. It attempts at once,
+// and then each time free says the leadership may be free: a release was
+// published, the observer found no leader (at the leader's TTL, or on its
+// fallback read), or the subscription was re-established. While someone
+// else leads it sends nothing and keeps no span open: each attempt is one
+// lock.TryAcquire in its own election.acquire span. Transient errors (the
+// server unreachable, mostly) are retried with a backoff capped at
+// RetryPeriod, forever; errors the server will keep returning
+// (lock.ErrMisconfigured) end the campaign after maxRefusals in a row. It
+// returns when it started, and how many attempts it made. The error is nil
+// when ctx ended.
+func (e *Elector) campaign(ctx context.Context, bo *cappedBackoff, free <-chan struct{}) (*lock.Held, time.Time, int, error) {
 	e.campaigns.Add(1)
 	start := time.Now()
 	refusals := 0
 	for attempts := 1; ; attempts++ {
-		actx, span := e.tracer.startAcquire(ctx)
-		h, err := e.lock.Acquire(actx, lock.WithToken(Token(e.cfg.Identity)))
+		// A wake-up that came before this attempt is answered by it.
+		select {
+		case <-free:
+		default:
+		}
+		actx, span := e.tracer.startAcquire(ctx, attempts)
+		h, err := e.lock.TryAcquire(actx, lock.WithToken(Token(e.cfg.Identity)))
 		endAcquire(span, h, err)
-		if err == nil {
+		switch {
+		case err == nil:
 			bo.Reset()
 			return h, start, attempts, nil
-		}
-		if ctx.Err() != nil {
+		case ctx.Err() != nil:
 			return nil, start, attempts, nil
+		case errors.Is(err, lock.ErrNotAcquired):
+			// Someone else leads: wait, without a span, until the
+			// leadership may be free.
+			refusals = 0
+			bo.Reset()
+			select {
+			case <-ctx.Done():
+				return nil, start, attempts, nil
+			case <-free:
+			}
+			continue
 		}
 		wait := bo.NextBackOff()
 		if errors.Is(err, lock.ErrMisconfigured) {
@@ -375,7 +412,7 @@ func (e *Elector) termOf(tm callbacks.Term) *term {
 // ErrResigned) and IsLeader reports false. It does not wait for OnElected to
 // return, so any goroutine may call it with any ctx, OnElected itself and
 // the goroutines OnElected waits for included. Once OnElected has returned,
-// the key is released (a blocked standby wins about one round trip later)
+// the key is released (a waiting standby wins about one round trip later)
 // and OnLost runs; the elector then pauses for RetryPeriod before
 // campaigning again, so that it does not win straight back.
 //

@@ -3,8 +3,11 @@ package election
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/baton-dev/baton/lease"
 	"github.com/baton-dev/baton/lock"
@@ -14,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestTelemetry(t *testing.T) {
@@ -265,4 +269,150 @@ func histCount(rm metricdata.ResourceMetrics, name, identity string) uint64 {
 		}
 	}
 	return n
+}
+
+// TestStandbyKeepsNoSpanOpen: spans cover work, not waiting. A standby
+// makes one election.acquire span per attempt, ended with the attempt, and
+// no span at all while the leader renews; when it finally wins, its
+// election.campaign span covers the whole wait.
+func TestStandbyKeepsNoSpanOpen(t *testing.T) {
+	t.Parallel()
+	spans := newSpanLog()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	g := newGroup(t)
+	a := g.add("a", nil).start()
+	_, cur := g.log.await(t, 0, "election of a", isElected)
+	b := g.add("b", func(c *Config) { c.TracerProvider = tp })
+	started := time.Now()
+	b.start()
+	spans.await(t, "b's first, failed attempt", func(s sdktrace.ReadOnlySpan) bool {
+		v, _ := spanAttr(s, lock.AttrAcquired)
+		return s.Name() == "election.acquire" && v.Type() == attribute.BOOL && !v.AsBool()
+	})
+	// Let a renew a few times while b waits.
+	for i := range 3 {
+		_, cur = g.log.await(t, cur, fmt.Sprintf("renewal %d of a", i+1), func(ev event) bool { return ev.kind == evRenew && ev.id == "a" })
+	}
+	if open := spans.open(); len(open) != 0 {
+		t.Errorf("spans open while b waits: %v; want none", open)
+	}
+	if n := len(spans.named("election.acquire")); n > 2 {
+		t.Errorf("b made %d attempts while a renewed; want 1 (2 if its subscription was confirmed after its first attempt)", n)
+	}
+
+	if err := a.e.Resign(testCtx(t)); err != nil {
+		t.Fatalf("Resign = %v", err)
+	}
+	g.log.await(t, cur, "election of b", electedOtherThan("a"))
+	waited := time.Since(started)
+	a.stop()
+	b.stop()
+
+	campaigns := spans.named("election.campaign")
+	if len(campaigns) != 1 {
+		t.Fatalf("%d election.campaign spans; want 1", len(campaigns))
+	}
+	campaign := campaigns[0]
+	attempts := spans.named("election.acquire")
+	if v, _ := spanAttr(campaign, AttrAttempts); v.AsInt64() != int64(len(attempts)) || len(attempts) < 2 {
+		t.Errorf("election.campaign attempts = %d with %d election.acquire spans; want equal and >= 2", v.AsInt64(), len(attempts))
+	}
+	var busy time.Duration
+	for i, s := range attempts {
+		busy += s.EndTime().Sub(s.StartTime())
+		if v, _ := spanAttr(s, AttrAttempt); v.AsInt64() != int64(i+1) {
+			t.Errorf("election.acquire %d: %s = %d; want %d", i, AttrAttempt, v.AsInt64(), i+1)
+		}
+	}
+	// The attempts are round trips; the campaign is the wait around them.
+	if d := campaign.EndTime().Sub(campaign.StartTime()); d < 2*testRetryPeriod || busy > d/2 { // three renewals span two retry periods
+		t.Errorf("election.campaign lasted %v (b waited %v), its attempts %v in all; want the campaign over the whole wait and the attempts a small part of it",
+			d, waited, busy)
+	}
+}
+
+// spanLog is a span processor that keeps the spans that ended and knows
+// which are still open; tests wait on it without sleeping.
+type spanLog struct {
+	mu      sync.Mutex
+	started map[trace.SpanID]string // open spans, by name
+	ended   []sdktrace.ReadOnlySpan
+	changed chan struct{} // closed and replaced at each end
+}
+
+func newSpanLog() *spanLog {
+	return &spanLog{started: map[trace.SpanID]string{}, changed: make(chan struct{})}
+}
+
+func (l *spanLog) OnStart(_ context.Context, s sdktrace.ReadWriteSpan) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.started[s.SpanContext().SpanID()] = s.Name()
+}
+
+func (l *spanLog) OnEnd(s sdktrace.ReadOnlySpan) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.started, s.SpanContext().SpanID())
+	l.ended = append(l.ended, s)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (*spanLog) Shutdown(context.Context) error   { return nil }
+func (*spanLog) ForceFlush(context.Context) error { return nil }
+
+// open returns the names of the spans started and not ended.
+func (l *spanLog) open() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var names []string
+	for _, n := range l.started {
+		names = append(names, n)
+	}
+	return names
+}
+
+// named returns the ended spans called name, in the order they ended.
+func (l *spanLog) named(name string) []sdktrace.ReadOnlySpan {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range l.ended {
+		if s.Name() == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// await waits until a span that matches has ended.
+func (l *spanLog) await(t testing.TB, what string, match func(sdktrace.ReadOnlySpan) bool) {
+	t.Helper()
+	deadline := time.NewTimer(awaitTimeout)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		found := slices.ContainsFunc(l.ended, match)
+		changed := l.changed
+		l.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("no %s within %v", what, awaitTimeout)
+		}
+	}
+}
+
+func spanAttr(s sdktrace.ReadOnlySpan, k attribute.Key) (attribute.Value, bool) {
+	for _, kv := range s.Attributes() {
+		if kv.Key == k {
+			return kv.Value, true
+		}
+	}
+	return attribute.Value{}, false
 }

@@ -29,6 +29,7 @@ const (
 	AttrReason    = attribute.Key("baton.election.reason")    // on election.step_down
 	AttrDirection = attribute.Key("baton.election.direction") // on baton.election.transitions
 	AttrAttempts  = attribute.Key("baton.election.attempts")  // on election.campaign
+	AttrAttempt   = attribute.Key("baton.election.attempt")   // on election.acquire: 1 for a campaign's first attempt
 	AttrReleased  = attribute.Key("baton.election.released")  // on election.release
 	AttrRenewed   = attribute.Key("baton.election.renewed")   // on election.renew
 	attrErrType   = attribute.Key("error.type")
@@ -81,15 +82,20 @@ func (t tracer) with(extra ...attribute.KeyValue) trace.SpanStartEventOption {
 	return trace.WithAttributes(append(append([]attribute.KeyValue(nil), t.attrs...), extra...)...)
 }
 
-// startAcquire starts "election.acquire" around one blocking lock.Acquire
-// call, so the lock's own span nests inside it.
-func (t tracer) startAcquire(ctx context.Context) (context.Context, trace.Span) {
-	return t.tr.Start(ctx, "election.acquire", t.with())
+// startAcquire starts "election.acquire" around one acquisition attempt
+// (one lock.TryAcquire, whose lock.acquire span nests inside it); attempt
+// counts the attempts of the campaign, from 1. Spans cover work, not
+// waiting: a standby ends the span with its failed attempt and waits for the
+// leadership to be free outside any span, so a standby that waits for hours
+// leaves no span open. The wait shows in election.campaign, recorded when
+// the campaign wins.
+func (t tracer) startAcquire(ctx context.Context, attempt int) (context.Context, trace.Span) {
+	return t.tr.Start(ctx, "election.acquire", t.with(AttrAttempt.Int(attempt)))
 }
 
-// endAcquire ends an acquire span. A call that ended because Run's ctx ended
-// is a standby stopping, not a failure; neither is a lock held by someone
-// else.
+// endAcquire ends an acquire span. An attempt that ended because Run's ctx
+// ended is a standby stopping, not a failure; neither is a lock held by
+// someone else.
 func endAcquire(span trace.Span, h *lock.Held, err error) {
 	defer span.End()
 	if h != nil {
@@ -103,7 +109,8 @@ func endAcquire(span trace.Span, h *lock.Held, err error) {
 }
 
 // campaign records a campaign that won, after the fact: "election.campaign"
-// only exists for campaigns that changed state, so a standby that waits for
+// spans the campaign's whole wait, from its start to the acquisition, but
+// exists only once the campaign changed state, so a standby that waits for
 // hours leaves no open span behind. It returns the span's context, which the
 // term's later spans link to.
 func (t tracer) campaign(parent trace.SpanContext, start time.Time, h *lock.Held, attempts int) trace.SpanContext {
