@@ -128,6 +128,17 @@ type Config struct {
 	// provider.
 	MeterProvider metric.MeterProvider
 
+	// MetricIdentity adds baton.election.identity to every metric data
+	// point. Off by default: the default Identity holds the process id and
+	// a random part, so every restart would start new time series and a
+	// metrics backend would keep the dead ones. To tell candidates apart,
+	// put a stable instance name on the MeterProvider's Resource instead
+	// (service.instance.id: a pod or host name), which every exporter
+	// sends with each point; set MetricIdentity when Identity is stable
+	// and low in cardinality (baton run --identity "$(hostname)", say).
+	// Spans always carry the identity.
+	MetricIdentity bool
+
 	// Logger receives transitions at Info, renewals at Debug, and retried
 	// errors at Warn. Nil means slog.Default() at the time New is called.
 	Logger *slog.Logger

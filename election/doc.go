@@ -186,8 +186,13 @@
 // (baton.election.direction = elected or lost),
 // baton.election.acquire.duration (round trip of the winning attempt),
 // baton.election.renew.duration, baton.election.renew.failures (every
-// failed renewal, and a validity bound that passed with a renewal unanswered) and baton.election.since_last_renewal (only
-// while leading). The observable ones are reported while Run runs.
+// failed renewal, and a validity bound that passed with a renewal
+// unanswered) and baton.election.since_last_renewal (only while leading).
+// The observable ones are reported while Run runs. Data points carry
+// baton.election.name, and baton.election.identity only with
+// Config.MetricIdentity: a default identity is new at every restart, so the
+// stable way to tell instances apart is service.instance.id on the
+// MeterProvider's Resource.
 //
 // Logs go to Config.Logger: transitions at Info, renewals at Debug, retried
 // errors at Warn, callback panics and permanent errors at Error.

@@ -41,7 +41,8 @@ func TestTelemetry(t *testing.T) {
 	}
 
 	g := newGroup(t)
-	withOTel := func(c *Config) { c.TracerProvider, c.MeterProvider = tp, mp }
+	// a and b share a MeterProvider: their identities tell their points apart.
+	withOTel := func(c *Config) { c.TracerProvider, c.MeterProvider, c.MetricIdentity = tp, mp, true }
 	a := g.add("a", withOTel).start()
 	_, cur := g.log.await(t, 0, "election of a", isElected)
 	b := g.add("b", withOTel).start()
@@ -161,6 +162,67 @@ func TestTelemetry(t *testing.T) {
 	if !nested {
 		t.Error("no lock.acquire span is a child of an election.acquire span")
 	}
+}
+
+// TestMetricsLeaveIdentityOut: by default no data point carries the
+// identity, whose default changes at every restart; the name is always there.
+func TestMetricsLeaveIdentityOut(t *testing.T) {
+	t.Parallel()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	g := newGroup(t)
+	a := g.add("a", func(c *Config) { c.MeterProvider = mp }).start()
+	g.log.await(t, 0, "election of a", isElected)
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(testCtx(t), &rm); err != nil {
+		t.Fatalf("Collect = %v", err)
+	}
+	a.stop()
+	points := 0
+	for _, name := range []string{MetricIsLeader, MetricTransitions, MetricAcquireDuration, MetricSinceLastRenewal} {
+		m, ok := metricNamed(rm, name)
+		if !ok {
+			t.Errorf("no %s", name)
+			continue
+		}
+		for _, set := range pointAttrs(m) {
+			points++
+			if v, ok := set.Value(AttrIdentity); ok {
+				t.Errorf("%s point has %s=%q; want none without MetricIdentity", name, AttrIdentity, v.AsString())
+			}
+			if v, _ := set.Value(AttrName); v.AsString() != g.name {
+				t.Errorf("%s point has %s=%q; want %q", name, AttrName, v.AsString(), g.name)
+			}
+		}
+	}
+	if points == 0 {
+		t.Error("no data points")
+	}
+}
+
+// pointAttrs returns the attribute sets of m's data points.
+func pointAttrs(m metricdata.Metrics) []attribute.Set {
+	var sets []attribute.Set
+	switch d := m.Data.(type) {
+	case metricdata.Gauge[int64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Gauge[float64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Sum[int64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Histogram[float64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	}
+	return sets
 }
 
 func TestErrorType(t *testing.T) {
