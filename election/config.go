@@ -90,9 +90,10 @@ type Config struct {
 	Callbacks callbacks.Callbacks
 
 	// OnRenew, when set, is called after each successful renewal with the
-	// local time at which the renewal was sent, for example
-	// (*callbacks.Health).Renewed. It runs on the renewal goroutine: keep it
-	// short.
+	// local time at which the renewal was sent, for a program's own
+	// bookkeeping. Health checks need no such wiring: HealthHandler and
+	// Healthy read the Elector's renewals themselves. It runs on the
+	// renewal goroutine: keep it short.
 	OnRenew func(at time.Time)
 
 	// CrashOnPanic makes a panic in a callback fatal, as client-go's leader

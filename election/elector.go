@@ -39,8 +39,10 @@ type Elector struct {
 	running   atomic.Bool  // a Run is in progress
 	campaigns atomic.Int64 // campaigns started, for tests and benchmarks
 
-	mu      sync.Mutex // guards current
-	current *term      // the term led or being stepped down from; nil while campaigning
+	mu           sync.Mutex       // guards the fields below
+	current      *term            // the term led or being stepped down from; nil while campaigning
+	observed     callbacks.Leader // the leader Run's observer last reported
+	haveObserved bool             // observed is set: Run runs and has read
 }
 
 // New returns an Elector for cfg on client, which the caller keeps owning
@@ -167,7 +169,11 @@ func (e *Elector) Run(ctx context.Context) error {
 	// free wakes the campaign when the leadership may be free; the observer,
 	// which follows the leader anyway, is what notices.
 	free := make(chan struct{}, 1)
-	obs := newObserver(e.lock, e.fallback, e.log, d.NewLeader)
+	obs := newObserver(e.lock, e.fallback, e.log, func(l callbacks.Leader) {
+		e.observe(l, true) // for HealthHandler
+		d.NewLeader(l)
+	})
+	defer e.observe(callbacks.Leader{}, false)
 	// Without a subscription (refused, or down) a release goes unheard and
 	// only a read finds the leadership free: read often enough that a
 	// standby sees a resigned leader's release before the resigner's pause
@@ -439,59 +445,6 @@ func (e *Elector) Resign(ctx context.Context) error {
 			return fmt.Errorf("election: resign: %w", context.Cause(ctx))
 		}
 	}
-}
-
-// IsLeader reports whether this candidate leads: true from its election until
-// its step-down begins. The server may already have moved on (see Healthy).
-func (e *Elector) IsLeader() bool {
-	leading, _ := e.leadership()
-	return leading
-}
-
-// Term returns the current term and true while this candidate leads, or the
-// zero Term and false.
-func (e *Elector) Term() (callbacks.Term, bool) {
-	e.mu.Lock()
-	t := e.current
-	e.mu.Unlock()
-	if t == nil || !t.isLeading() {
-		return callbacks.Term{}, false
-	}
-	return t.cb, true
-}
-
-// Healthy reports a leader that has stopped renewing: it returns an error
-// wrapping ErrNotRenewing when this candidate leads and its last successful
-// renewal (or its acquisition) was sent more than maxSilence ago, and nil
-// otherwise, in particular when it does not lead. maxSilence <= 0 means
-// RenewDeadline. A good value for liveness probes is a little more than
-// RetryPeriod: a healthy leader renews every RetryPeriod.
-func (e *Elector) Healthy(maxSilence time.Duration) error {
-	leading, last := e.leadership()
-	if !leading {
-		return nil
-	}
-	if maxSilence <= 0 {
-		maxSilence = e.cfg.RenewDeadline
-	}
-	if age := time.Since(last); age > maxSilence {
-		return fmt.Errorf("%w: last renewal sent %v ago, more than %v", ErrNotRenewing, age.Round(time.Millisecond), maxSilence)
-	}
-	return nil
-}
-
-// leadership returns whether this candidate leads and, if so, when its last
-// successful renewal was sent.
-func (e *Elector) leadership() (bool, time.Time) {
-	e.mu.Lock()
-	t := e.current
-	e.mu.Unlock()
-	if t == nil {
-		return false, time.Time{}
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.leading, t.lastRenew
 }
 
 // sleep waits for d or the end of ctx, and reports whether d passed.

@@ -371,28 +371,6 @@ func TestResignFromInsideOnElectedWithAnyCtx(t *testing.T) {
 	}
 }
 
-func TestHealthy(t *testing.T) {
-	t.Parallel()
-	g := newGroup(t)
-	a := g.add("a", nil)
-	if err := a.e.Healthy(time.Nanosecond); err != nil {
-		t.Errorf("Healthy before Run = %v; want nil (not leading)", err)
-	}
-	a.start()
-	g.log.await(t, 0, "election", isElected)
-	if err := a.e.Healthy(0); err != nil {
-		t.Errorf("Healthy(0) while leading = %v; want nil", err)
-	}
-	err := a.e.Healthy(time.Nanosecond)
-	if !errors.Is(err, ErrNotRenewing) {
-		t.Errorf("Healthy(1ns) = %v; want ErrNotRenewing", err)
-	}
-	a.stop()
-	if err := a.e.Healthy(time.Nanosecond); err != nil {
-		t.Errorf("Healthy after Run = %v; want nil", err)
-	}
-}
-
 // TestCallbackOrderUnderChurn resigns many times in a row, from outside and
 // from inside OnElected, with short timings, and checks the callback
 // contract per candidate.

@@ -94,13 +94,6 @@ func LeaderOf(ctx context.Context, client valkey.Client, name string, opts ...Ob
 	return inspect(ctx, l)
 }
 
-// Leader reads the current leader of e's election from the server in one
-// round trip, without campaigning. It may differ from what IsLeader says
-// for a moment around a transition: the server is the reference.
-func (e *Elector) Leader(ctx context.Context) (callbacks.Leader, error) {
-	return inspect(ctx, e.lock)
-}
-
 func inspect(ctx context.Context, l *lock.Lock) (callbacks.Leader, error) {
 	st, err := l.Inspect(ctx)
 	if err != nil {
