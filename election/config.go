@@ -37,18 +37,28 @@ const (
 	// same name (whose default prefix is lock.DefaultKeyPrefix).
 	DefaultKeyPrefix = "baton:election:"
 
-	// JitterFactor is the margin New demands between RetryPeriod and
-	// RenewDeadline: RetryPeriod*JitterFactor < RenewDeadline, so a renewal
+	// RetryMargin is the margin New demands between RetryPeriod and
+	// RenewDeadline: RetryPeriod*RetryMargin < RenewDeadline, so a renewal
 	// that is a little late, or retried once, still lands before the leader
-	// gives up.
-	JitterFactor = 1.2
+	// gives up. client-go's JitterFactor has the same value and the same
+	// check, but there it also stretches the standbys' retry period at
+	// random; nothing is jittered here, because nothing polls in step:
+	// standbys wake on the leader's release and at its TTL's end rather
+	// than on a period, the leader renews on the deadlines of one lease,
+	// and retries after errors follow a randomized exponential backoff.
+	RetryMargin = 1.2
+
+	// JitterFactor is the former name of RetryMargin.
+	//
+	// Deprecated: nothing is jittered; use RetryMargin.
+	JitterFactor = RetryMargin
 )
 
 // Config configures an Elector. Every zero field means its documented
 // default; New copies the Config, so the caller may reuse or change it
 // afterwards.
 //
-// The durations must satisfy TTL > RenewDeadline > RetryPeriod*JitterFactor.
+// The durations must satisfy TTL > RenewDeadline > RetryPeriod*RetryMargin.
 // See the package documentation for the timing model behind them.
 type Config struct {
 	// Name is the election's name: candidates with the same Name, KeyPrefix
@@ -202,9 +212,9 @@ func (c Config) validate() error {
 		if c.RenewDeadline >= c.TTL {
 			errs = append(errs, fmt.Errorf("election: renew deadline %v must be less than ttl %v", c.RenewDeadline, c.TTL))
 		}
-		if jittered := time.Duration(float64(c.RetryPeriod) * JitterFactor); jittered >= c.RenewDeadline {
-			errs = append(errs, fmt.Errorf("election: retry period %v (%v with jitter factor %v) must be less than renew deadline %v",
-				c.RetryPeriod, jittered, JitterFactor, c.RenewDeadline))
+		if margin := time.Duration(float64(c.RetryPeriod) * RetryMargin); margin >= c.RenewDeadline {
+			errs = append(errs, fmt.Errorf("election: retry period %v times %v (%v) must be less than renew deadline %v, so that a late renewal still lands in time",
+				c.RetryPeriod, RetryMargin, margin, c.RenewDeadline))
 		}
 	}
 	if err := c.Callbacks.Validate(); err != nil {

@@ -83,7 +83,8 @@
 //
 // # Timing
 //
-// Three durations, validated as TTL > RenewDeadline > RetryPeriod*1.2:
+// Three durations, validated as TTL > RenewDeadline > RetryPeriod*RetryMargin
+// (1.2):
 //
 //   - TTL (default 15s) is the key's lifetime after each acquisition or
 //     renewal, on the server's clock. A leader that crashes is replaced TTL
@@ -97,7 +98,10 @@
 //     differences between the two clocks' rates. Wall clocks of different
 //     hosts are never compared.
 //   - RetryPeriod (default 2s) is the renewal interval. The 1.2 factor
-//     leaves room for a late renewal and a retry before RenewDeadline.
+//     leaves room for a late renewal and a retry before RenewDeadline. It
+//     is client-go's JitterFactor, but nothing is jittered: no candidate
+//     acts on a fixed period that others could fall into step with
+//     (standbys wake on events, retries after errors back off at random).
 //
 // What that means under faults:
 //
