@@ -1,8 +1,6 @@
 package election
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
+	"github.com/baton-dev/baton/internal/random"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -66,8 +65,8 @@ type Config struct {
 	Name string
 
 	// Identity names this candidate in the leader's record, in Leader and in
-	// Watch. Default: hostname + "-" + pid + "-" + 6 random hex characters,
-	// unique per Elector. It must not be blank. It may contain any
+	// Watch. Default: hostname + "-" + pid + "-" + 4 random characters
+	// (base64url), unique per Elector. It must not be blank. It may contain any
 	// character: the token stored on the server is Identity + "#" + a random
 	// suffix (unique per term), and observers take the identity as
 	// everything before the last '#'.
@@ -224,32 +223,26 @@ func (c Config) validate() error {
 }
 
 // DefaultIdentity returns the identity a Config without one gets:
-// hostname-pid-xxxxxx, with 6 random hex characters.
+// hostname-pid-xxxx, with 4 random characters (3 bytes, base64url).
 func DefaultIdentity() string { return defaultIdentity() }
 
-// defaultIdentity returns hostname-pid-xxxxxx.
+// defaultIdentity returns hostname-pid-xxxx.
 func defaultIdentity() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "unknown"
 	}
-	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + randomHex(3)
-}
-
-// randomHex returns n random bytes from crypto/rand, hex-encoded.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
-	return hex.EncodeToString(b)
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + random.String(3)
 }
 
 // Token returns the value an elector stores at the election's key for one
-// term of identity: the identity, '#', and a random suffix that makes it
-// unique per term. Observers (LeaderOf, Watch) read the identity back. A
-// program that takes an election's lock without an Elector (baton run --try
-// does, with lock and lease) stores a Token so that observers show it.
+// term of identity: the identity, '#', and a random suffix (8 bytes,
+// base64url, which has no '#') that makes it unique per term. Observers
+// (LeaderOf, Watch) read the identity back. A program that takes an
+// election's lock without an Elector (baton run --try does, with lock and
+// lease) stores a Token so that observers show it.
 func Token(identity string) string {
-	return identity + "#" + randomHex(8)
+	return identity + "#" + random.String(8)
 }
 
 // identityOf recovers the identity from a stored token: everything before

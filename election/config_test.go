@@ -129,7 +129,7 @@ func TestNewDefaults(t *testing.T) {
 		t.Error("default Logger = nil; want slog.Default()")
 	}
 	host, _ := os.Hostname()
-	re := regexp.MustCompile("^" + regexp.QuoteMeta(host) + "-" + strconv.Itoa(os.Getpid()) + "-[0-9a-f]{6}$")
+	re := regexp.MustCompile("^" + regexp.QuoteMeta(host) + "-" + strconv.Itoa(os.Getpid()) + "-[A-Za-z0-9_-]{4}$")
 	if !re.MatchString(e.Identity()) {
 		t.Errorf("default Identity = %q; want hostname-pid-6hex (%s)", e.Identity(), re)
 	}
