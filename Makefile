@@ -35,9 +35,16 @@ bench-peers: valkey
 lint: vet
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
-## cover: test coverage per package, HTML report in cover.html
+## cover: test coverage per package, HTML report in cover.html. cmd/baton's tests run the
+## baton binary, built with -cover under this target; its coverage is in cover.out, so read the
+## per-package figures below, not the ones go test prints (which count the test binary only).
 cover: valkey
 	$(GO) test -race -count=1 -coverprofile=cover.out $(PKGS)
+	@echo "coverage per package, from cover.out:"
+	@awk 'NR > 1 { split($$1, a, ":"); p = a[1]; sub(/\/[^\/]*$$/, "", p); \
+		if (!($$1 in n)) { n[$$1] = $$2; pkg[$$1] = p } if ($$3 > 0) hit[$$1] = 1 } \
+		END { for (b in n) { all[pkg[b]] += n[b]; if (b in hit) cov[pkg[b]] += n[b] } \
+		for (p in all) printf "  %-48s %5.1f%%\n", p, 100 * cov[p] / all[p] }' cover.out | sort
 	$(GO) tool cover -func=cover.out | tail -1
 	$(GO) tool cover -html=cover.out -o cover.html
 
