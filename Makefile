@@ -5,7 +5,7 @@ BENCHTIME ?= 2s
 
 .PHONY: test valkey vet bench bench-peers lint cover demo tidy-check examples
 
-## test: install valkey-server if missing, vet, build and vet the examples, and run every test with -race
+## test: install valkey-server if missing, vet, vet/build/test the examples, and run every test with -race
 test: valkey vet examples
 	$(GO) test -race -count=1 -p 2 -timeout 20m $(PKGS)
 
@@ -15,9 +15,9 @@ valkey:
 vet:
 	$(GO) vet $(PKGS)
 
-## examples: vet and build the runnable examples (their own module, with the OTel SDK)
-examples:
-	cd examples && $(GO) vet ./... && $(GO) build ./...
+## examples: vet, build and test the runnable examples (their own module, with the OTel SDK)
+examples: valkey
+	cd examples && $(GO) vet ./... && $(GO) build ./... && $(GO) test -race -count=1 ./...
 
 ## demo: three `baton run` candidates on a private valkey-server: crash failover and resign handoff, measured
 demo:

@@ -37,7 +37,9 @@ func main() {
 }
 
 func run(ctx context.Context, addr, listen, name string) error {
-	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}})
+	// No client-side caching: baton does not use it, and it needs the
+	// CLIENT TRACKING permission (see docs/operations.md).
+	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true})
 	if err != nil {
 		return err
 	}
