@@ -16,7 +16,7 @@ import (
 )
 
 func TestResignHandsOver(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	cs := []*candidate{g.add("a", nil).start(), g.add("b", nil).start()}
 
@@ -53,7 +53,7 @@ func TestResignHandsOver(t *testing.T) {
 }
 
 func TestExactlyOneLeaderAcrossResigns(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	var cs []*candidate
 	for _, id := range []string{"a", "b", "c"} {
@@ -88,7 +88,7 @@ func TestExactlyOneLeaderAcrossResigns(t *testing.T) {
 }
 
 func TestTakeoverAfterTTLWhenLeaderStopsWithoutRelease(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	keep := func(c *Config) { c.KeepOnCancel = true }
 	cs := []*candidate{g.add("a", keep).start(), g.add("b", keep).start()}
@@ -112,7 +112,7 @@ func TestTakeoverAfterTTLWhenLeaderStopsWithoutRelease(t *testing.T) {
 }
 
 func TestReleaseOnCancelByDefault(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	cs := []*candidate{g.add("a", nil).start(), g.add("b", nil).start()}
 	first, cur := g.log.await(t, 0, "first election", isElected)
@@ -133,7 +133,7 @@ func TestReleaseOnCancelByDefault(t *testing.T) {
 }
 
 func TestRunTwiceIsAnError(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	c := g.add("a", nil).start()
 	g.log.await(t, 0, "election", isElected)
@@ -150,7 +150,7 @@ func TestRunTwiceIsAnError(t *testing.T) {
 }
 
 func TestRunReturnsCtxError(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	c := g.add("a", nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -168,7 +168,7 @@ func TestRunReturnsCtxError(t *testing.T) {
 }
 
 func TestResignWhenNotLeaderIsNoop(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	a := g.add("a", nil)
 	if err := a.e.Resign(testCtx(t)); err != nil {
@@ -192,7 +192,7 @@ func TestResignWhenNotLeaderIsNoop(t *testing.T) {
 }
 
 func TestResignFromOnElected(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	var resigned atomic.Int32
 	a := g.add("a", nil)
@@ -221,7 +221,7 @@ func TestResignFromOnElected(t *testing.T) {
 // released, a standby elected. The work has stopped, so the leadership must
 // not go on.
 func TestPanickingOnElectedEndsItsTerm(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	var logs syncBuffer
 	a := g.add("a", func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
@@ -265,7 +265,7 @@ func TestPanickingOnElectedEndsItsTerm(t *testing.T) {
 // panics wins again and again, but waits longer each time: RetryPeriod, then
 // twice that, and so on.
 func TestPanickingEveryTermBacksOff(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	var panics atomic.Int32
 	a := g.add("a", nil)
@@ -296,7 +296,7 @@ func TestPanickingEveryTermBacksOff(t *testing.T) {
 // TestCrashOnPanic: with CrashOnPanic, Run releases the leadership and then
 // panics with the callback's value.
 func TestCrashOnPanic(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	a := g.add("a", func(c *Config) { c.CrashOnPanic = true })
 	a.work = func(context.Context, callbacks.Term) {
@@ -327,10 +327,9 @@ func TestCrashOnPanic(t *testing.T) {
 // from a goroutine OnElected waits for, with a ctx that is not the term's,
 // returns at once; the step-down then completes.
 func TestResignFromInsideOnElectedWithAnyCtx(t *testing.T) {
-	t.Parallel()
 	for _, how := range []string{"direct", "goroutine"} {
 		t.Run(how, func(t *testing.T) {
-			t.Parallel()
+			checkLeaks(t)
 			g := newGroup(t)
 			var once sync.Once
 			var cause error
@@ -375,7 +374,7 @@ func TestResignFromInsideOnElectedWithAnyCtx(t *testing.T) {
 // from inside OnElected, with short timings, and checks the callback
 // contract per candidate.
 func TestCallbackOrderUnderChurn(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	fast := func(c *Config) {
 		c.TTL, c.RenewDeadline, c.RetryPeriod = 400*time.Millisecond, 250*time.Millisecond, 50*time.Millisecond

@@ -10,7 +10,7 @@ import (
 )
 
 func TestHealthy(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	a := g.add("a", nil)
 	if err := a.e.Healthy(time.Nanosecond); err != nil {
@@ -36,7 +36,7 @@ func TestHealthy(t *testing.T) {
 // (a leader that kept renewing past maxSilence used to answer 503 when the
 // renewals were not passed on by hand).
 func TestHealthHandler(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	a, b := g.add("a", nil), g.add("b", nil)
 	maxSilence := 2 * testRetryPeriod

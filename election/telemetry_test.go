@@ -21,7 +21,7 @@ import (
 )
 
 func TestTelemetry(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	reader := sdkmetric.NewManualReader()
@@ -167,7 +167,7 @@ func TestTelemetry(t *testing.T) {
 // TestMetricsLeaveIdentityOut: by default no data point carries the
 // identity, whose default changes at every restart; the name is always there.
 func TestMetricsLeaveIdentityOut(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
@@ -338,7 +338,7 @@ func histCount(rm metricdata.ResourceMetrics, name, identity string) uint64 {
 // no span at all while the leader renews; when it finally wins, its
 // election.campaign span covers the whole wait.
 func TestStandbyKeepsNoSpanOpen(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	spans := newSpanLog()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })

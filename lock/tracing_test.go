@@ -15,6 +15,7 @@ import (
 )
 
 func TestSpans(t *testing.T) {
+	checkLeaks(t)
 	e := newEnv(t)
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
@@ -79,6 +80,7 @@ func TestSpans(t *testing.T) {
 // TestCancelledAcquireIsNotASpanError: a standby that stops waiting is an
 // outcome, not a failure.
 func TestCancelledAcquireIsNotASpanError(t *testing.T) {
+	checkLeaks(t)
 	e := newEnv(t)
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
