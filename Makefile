@@ -5,7 +5,7 @@ BENCHTIME ?= 2s
 
 .PHONY: test valkey vet bench bench-peers lint cover demo tidy-check examples chaos
 
-## test: install valkey-server if missing, vet, build and vet the examples, and run every test with -race
+## test: install valkey-server if missing, vet, vet/build/test the examples, and run every test with -race
 test: valkey vet examples
 	$(GO) test -race -count=1 -p 2 -timeout 20m $(PKGS)
 
@@ -15,9 +15,9 @@ valkey:
 vet:
 	$(GO) vet $(PKGS)
 
-## examples: vet and build the runnable examples (their own module, with the OTel SDK)
-examples:
-	cd examples && $(GO) vet ./... && $(GO) build ./...
+## examples: vet, build and test the runnable examples (their own module, with the OTel SDK)
+examples: valkey
+	cd examples && $(GO) vet ./... && $(GO) build ./... && $(GO) test -race -count=1 ./...
 
 ## demo: three `baton run` candidates on a private valkey-server: crash failover and resign handoff, measured
 demo:
@@ -49,9 +49,16 @@ bench-peers: valkey
 lint: vet
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
-## cover: test coverage per package, HTML report in cover.html
+## cover: test coverage per package, HTML report in cover.html. cmd/baton's tests run the
+## baton binary, built with -cover under this target; its coverage is in cover.out, so read the
+## per-package figures below, not the ones go test prints (which count the test binary only).
 cover: valkey
 	$(GO) test -race -count=1 -coverprofile=cover.out $(PKGS)
+	@echo "coverage per package, from cover.out:"
+	@awk 'NR > 1 { split($$1, a, ":"); p = a[1]; sub(/\/[^\/]*$$/, "", p); \
+		if (!($$1 in n)) { n[$$1] = $$2; pkg[$$1] = p } if ($$3 > 0) hit[$$1] = 1 } \
+		END { for (b in n) { all[pkg[b]] += n[b]; if (b in hit) cov[pkg[b]] += n[b] } \
+		for (p in all) printf "  %-48s %5.1f%%\n", p, 100 * cov[p] / all[p] }' cover.out | sort
 	$(GO) tool cover -func=cover.out | tail -1
 	$(GO) tool cover -html=cover.out -o cover.html
 

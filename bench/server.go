@@ -11,12 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-dev/baton/internal/valkeytest"
 	"github.com/valkey-io/valkey-go"
 )
 
 // server is a valkey-server process started for the run, on a free loopback
-// port, without persistence. internal/valkeytest does the same for tests but
-// cannot be imported from this module.
+// port, without persistence. internal/valkeytest does the same for tests,
+// but its Start reports through a testing.TB and ends the server with the
+// test; the bench is a program, so it shares only valkeytest.FreePort.
 type server struct {
 	addr  string
 	cmd   *exec.Cmd
@@ -33,7 +35,7 @@ func startServer() (*server, error) {
 	if err != nil {
 		return nil, errors.New("valkey-server not found on PATH: run scripts/ensure-valkey.sh")
 	}
-	port, err := freePort()
+	port, err := valkeytest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -121,13 +123,4 @@ func (s *server) commands(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	return strconv.ParseInt(v, 10, 64)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -6,7 +6,7 @@ import (
 )
 
 // Chain combines several sets of callbacks into one, so that a program can
-// add adapters such as [Health.Callbacks] or [ExitOnLost] to its own set.
+// add adapters such as [ExitOnLost] to its own set.
 //
 //   - OnElected runs every set's OnElected concurrently, each in its own
 //     goroutine, and returns when all have returned. They share one ctx,

@@ -49,10 +49,10 @@
 //
 // # Adapters
 //
-// [Chain] combines several sets of callbacks into one; [Health] turns the
-// callbacks into an HTTP health check for load balancers and supervisors;
-// [ExitOnLost] ends the process when leadership is lost, for programs that
-// must never outlive it.
+// [Chain] combines several sets of callbacks into one; [ExitOnLost] ends the
+// process when leadership is lost, for programs that must never outlive it.
+// (An HTTP health check is election.HealthHandler: it reads the elector's
+// own state, renewals included, so it needs no callbacks.)
 //
 // This package is pure Go and knows nothing of Valkey; the election package
 // drives it.

@@ -3,8 +3,6 @@ package callbacks_test
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
@@ -35,29 +33,6 @@ func ExampleChain() {
 	// work stopped
 	// lost reports, fence 42
 	// audit: term 42 ended
-}
-
-func ExampleNewHealth() {
-	// maxSilence is the lease TTL: a leader silent for longer has lost its lock.
-	h := callbacks.NewHealth(15 * time.Second)
-	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", h)
-
-	work := callbacks.Callbacks{OnElected: func(ctx context.Context, _ callbacks.Term) { <-ctx.Done() }}
-	d := callbacks.NewDispatcher(callbacks.Chain(work, h.Callbacks()))
-	// The elector wins a term, renews it (calling h.Renewed after each renewal),
-	// loses it, and observes that node-b took over.
-	d.Elected(callbacks.Term{Name: "reports", Identity: "node-a", Fence: 42, Start: time.Now()})
-	h.Renewed(time.Now())
-	d.Lost()
-	d.NewLeader(callbacks.Leader{Identity: "node-b", Fence: 43, TTL: 15 * time.Second})
-	d.Close()
-
-	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
-	fmt.Print(rec.Code, " ", rec.Body.String())
-	// Output:
-	// 200 {"role":"standby","identity":"node-a","fence":0,"leader":"node-b","last_renewal_ms_ago":null}
 }
 
 func ExampleNewDispatcher() {

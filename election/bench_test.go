@@ -51,9 +51,10 @@ func BenchmarkResignHandoff(b *testing.B) {
 
 // BenchmarkTakeoverAfterTTL stops the leader without releasing and measures
 // how long after its key's expiry (PTTL read right after the stop) the
-// standby's OnElected starts. The standby's fallback retry period (100ms)
-// is half the TTL, so a takeover well under it shows the standby woke at
-// the TTL's end rather than on its fallback tick. Reported:
+// standby's OnElected starts. The standby reads the leader at the TTL's end
+// it last saw (an expiry is not published) and attempts when the read finds
+// no leader; its fallback read comes only every TTL, so a takeover a few
+// milliseconds after the expiry shows that it woke at the TTL's end. Reported:
 // takeover-after-ttl-p50-ms and takeover-after-ttl-p99-ms.
 func BenchmarkTakeoverAfterTTL(b *testing.B) {
 	b.ReportAllocs()
@@ -103,7 +104,7 @@ func BenchmarkTakeoverAfterTTL(b *testing.B) {
 
 // awaitStandby waits until c campaigns again (its campaign count exceeds
 // since), then a few milliseconds more so that its first attempt has failed
-// and it waits on the lock's channel. This is benchmark setup, outside the
+// and it waits for the leader's release. This is benchmark setup, outside the
 // timer; the tests never sleep to synchronise.
 func awaitStandby(b *testing.B, c *candidate, since int64) {
 	b.Helper()

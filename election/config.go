@@ -1,8 +1,6 @@
 package election
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
+	"github.com/baton-dev/baton/internal/random"
 	"github.com/baton-dev/baton/lock"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -29,8 +28,8 @@ const (
 	// successful renewal before it steps down on its own.
 	DefaultRenewDeadline = 10 * time.Second
 
-	// DefaultRetryPeriod is the leader's renewal interval and the standbys'
-	// fallback retry pace.
+	// DefaultRetryPeriod is the leader's renewal interval, and the pause
+	// after Resign before campaigning again.
 	DefaultRetryPeriod = 2 * time.Second
 
 	// DefaultKeyPrefix is prepended to the election name to form the lock
@@ -38,18 +37,28 @@ const (
 	// same name (whose default prefix is lock.DefaultKeyPrefix).
 	DefaultKeyPrefix = "baton:election:"
 
-	// JitterFactor is the margin New demands between RetryPeriod and
-	// RenewDeadline: RetryPeriod*JitterFactor < RenewDeadline, so a renewal
+	// RetryMargin is the margin New demands between RetryPeriod and
+	// RenewDeadline: RetryPeriod*RetryMargin < RenewDeadline, so a renewal
 	// that is a little late, or retried once, still lands before the leader
-	// gives up.
-	JitterFactor = 1.2
+	// gives up. client-go's JitterFactor has the same value and the same
+	// check, but there it also stretches the standbys' retry period at
+	// random; nothing is jittered here, because nothing polls in step:
+	// standbys wake on the leader's release and at its TTL's end rather
+	// than on a period, the leader renews on the deadlines of one lease,
+	// and retries after errors follow a randomized exponential backoff.
+	RetryMargin = 1.2
+
+	// JitterFactor is the former name of RetryMargin.
+	//
+	// Deprecated: nothing is jittered; use RetryMargin.
+	JitterFactor = RetryMargin
 )
 
 // Config configures an Elector. Every zero field means its documented
 // default; New copies the Config, so the caller may reuse or change it
 // afterwards.
 //
-// The durations must satisfy TTL > RenewDeadline > RetryPeriod*JitterFactor.
+// The durations must satisfy TTL > RenewDeadline > RetryPeriod*RetryMargin.
 // See the package documentation for the timing model behind them.
 type Config struct {
 	// Name is the election's name: candidates with the same Name, KeyPrefix
@@ -57,8 +66,8 @@ type Config struct {
 	Name string
 
 	// Identity names this candidate in the leader's record, in Leader and in
-	// Watch. Default: hostname + "-" + pid + "-" + 6 random hex characters,
-	// unique per Elector. It must not be blank. It may contain any
+	// Watch. Default: hostname + "-" + pid + "-" + 4 random characters
+	// (base64url), unique per Elector. It must not be blank. It may contain any
 	// character: the token stored on the server is Identity + "#" + a random
 	// suffix (unique per term), and observers take the identity as
 	// everything before the last '#'.
@@ -77,12 +86,13 @@ type Config struct {
 	// this host and the server. Default DefaultRenewDeadline.
 	RenewDeadline time.Duration
 
-	// RetryPeriod is the leader's renewal interval and the standbys'
-	// fallback pace for acquisition attempts: standbys normally wake on the
-	// leader's release or at the end of its TTL, and retry every RetryPeriod
-	// only in case they missed both. It also caps the backoff after server
-	// errors, and is the pause after Resign before campaigning again.
-	// Default DefaultRetryPeriod.
+	// RetryPeriod is the leader's renewal interval. It also caps the backoff
+	// after server errors, and is the pause after Resign before campaigning
+	// again. Standbys do not attempt on it: they attempt when the leader's
+	// release is published or a read finds no leader, and read the leader at
+	// its TTL's end and every min(TTL, 5s), or every RetryPeriod/2 while
+	// their subscription is down (so that they see a resigned leader's
+	// release before its pause ends). Default DefaultRetryPeriod.
 	RetryPeriod time.Duration
 
 	// Callbacks receive the elector's transitions; OnElected is required.
@@ -90,9 +100,10 @@ type Config struct {
 	Callbacks callbacks.Callbacks
 
 	// OnRenew, when set, is called after each successful renewal with the
-	// local time at which the renewal was sent, for example
-	// (*callbacks.Health).Renewed. It runs on the renewal goroutine: keep it
-	// short.
+	// local time at which the renewal was sent, for a program's own
+	// bookkeeping. Health checks need no such wiring: HealthHandler and
+	// Healthy read the Elector's renewals themselves. It runs on the
+	// renewal goroutine: keep it short.
 	OnRenew func(at time.Time)
 
 	// CrashOnPanic makes a panic in a callback fatal, as client-go's leader
@@ -146,6 +157,17 @@ type Config struct {
 	// MeterProvider makes the election's metrics. Nil means the global
 	// provider.
 	MeterProvider metric.MeterProvider
+
+	// MetricIdentity adds baton.election.identity to every metric data
+	// point. Off by default: the default Identity holds the process id and
+	// a random part, so every restart would start new time series and a
+	// metrics backend would keep the dead ones. To tell candidates apart,
+	// put a stable instance name on the MeterProvider's Resource instead
+	// (service.instance.id: a pod or host name), which every exporter
+	// sends with each point; set MetricIdentity when Identity is stable
+	// and low in cardinality (baton run --identity "$(hostname)", say).
+	// Spans always carry the identity.
+	MetricIdentity bool
 
 	// Logger receives transitions at Info, renewals at Debug, and retried
 	// errors at Warn. Nil means slog.Default() at the time New is called.
@@ -212,9 +234,9 @@ func (c Config) validate() error {
 		if c.RenewDeadline >= c.TTL {
 			errs = append(errs, fmt.Errorf("election: renew deadline %v must be less than ttl %v", c.RenewDeadline, c.TTL))
 		}
-		if jittered := time.Duration(float64(c.RetryPeriod) * JitterFactor); jittered >= c.RenewDeadline {
-			errs = append(errs, fmt.Errorf("election: retry period %v (%v with jitter factor %v) must be less than renew deadline %v",
-				c.RetryPeriod, jittered, JitterFactor, c.RenewDeadline))
+		if margin := time.Duration(float64(c.RetryPeriod) * RetryMargin); margin >= c.RenewDeadline {
+			errs = append(errs, fmt.Errorf("election: retry period %v times %v (%v) must be less than renew deadline %v, so that a late renewal still lands in time",
+				c.RetryPeriod, RetryMargin, margin, c.RenewDeadline))
 		}
 	}
 	if c.Replicas < 0 {
@@ -230,32 +252,26 @@ func (c Config) validate() error {
 }
 
 // DefaultIdentity returns the identity a Config without one gets:
-// hostname-pid-xxxxxx, with 6 random hex characters.
+// hostname-pid-xxxx, with 4 random characters (3 bytes, base64url).
 func DefaultIdentity() string { return defaultIdentity() }
 
-// defaultIdentity returns hostname-pid-xxxxxx.
+// defaultIdentity returns hostname-pid-xxxx.
 func defaultIdentity() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "unknown"
 	}
-	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + randomHex(3)
-}
-
-// randomHex returns n random bytes from crypto/rand, hex-encoded.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
-	return hex.EncodeToString(b)
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + random.String(3)
 }
 
 // Token returns the value an elector stores at the election's key for one
-// term of identity: the identity, '#', and a random suffix that makes it
-// unique per term. Observers (LeaderOf, Watch) read the identity back. A
-// program that takes an election's lock without an Elector (baton run --try
-// does, with lock and lease) stores a Token so that observers show it.
+// term of identity: the identity, '#', and a random suffix (8 bytes,
+// base64url, which has no '#') that makes it unique per term. Observers
+// (LeaderOf, Watch) read the identity back. A program that takes an
+// election's lock without an Elector (baton run --try does, with lock and
+// lease) stores a Token so that observers show it.
 func Token(identity string) string {
-	return identity + "#" + randomHex(8)
+	return identity + "#" + random.String(8)
 }
 
 // identityOf recovers the identity from a stored token: everything before

@@ -38,10 +38,10 @@ func TestNewValidation(t *testing.T) {
 		{"default renew deadline over ttl", func(c *Config) { c.TTL = 5 * time.Second },
 			[]string{"election: renew deadline 10s must be less than ttl 5s"}},
 		{"retry period too close to renew deadline", func(c *Config) { c.RetryPeriod = 9 * time.Second },
-			[]string{"election: retry period 9s (10.8s with jitter factor 1.2) must be less than renew deadline 10s"}},
-		{"retry period at the jitter limit", func(c *Config) { c.RenewDeadline, c.RetryPeriod = 12*time.Second, 10*time.Second },
-			[]string{"election: retry period 10s (12s with jitter factor 1.2) must be less than renew deadline 12s"}},
-		{"retry period just under the jitter limit", func(c *Config) { c.RetryPeriod = 8 * time.Second }, nil},
+			[]string{"election: retry period 9s times 1.2 (10.8s) must be less than renew deadline 10s, so that a late renewal still lands in time"}},
+		{"retry period at the margin", func(c *Config) { c.RenewDeadline, c.RetryPeriod = 12*time.Second, 10*time.Second },
+			[]string{"election: retry period 10s times 1.2 (12s) must be less than renew deadline 12s, so that a late renewal still lands in time"}},
+		{"retry period just under the margin", func(c *Config) { c.RetryPeriod = 8 * time.Second }, nil},
 		{"negative ttl", func(c *Config) { c.TTL = -time.Second }, []string{"election: ttl -1s must not be negative"}},
 		{"negative renew deadline", func(c *Config) { c.RenewDeadline = -time.Second }, []string{"election: renew deadline -1s must not be negative"}},
 		{"negative retry period", func(c *Config) { c.RetryPeriod = -time.Second }, []string{"election: retry period -1s must not be negative"}},
@@ -129,7 +129,7 @@ func TestNewDefaults(t *testing.T) {
 		t.Error("default Logger = nil; want slog.Default()")
 	}
 	host, _ := os.Hostname()
-	re := regexp.MustCompile("^" + regexp.QuoteMeta(host) + "-" + strconv.Itoa(os.Getpid()) + "-[0-9a-f]{6}$")
+	re := regexp.MustCompile("^" + regexp.QuoteMeta(host) + "-" + strconv.Itoa(os.Getpid()) + "-[A-Za-z0-9_-]{4}$")
 	if !re.MatchString(e.Identity()) {
 		t.Errorf("default Identity = %q; want hostname-pid-6hex (%s)", e.Identity(), re)
 	}

@@ -15,11 +15,17 @@
 //
 // Run first asks the server whether this client may do everything an
 // elector does (lock.Lock.Check), then campaigns with a blocking
-// lock.Acquire, which does not poll: a standby wakes when the leader
-// releases (a publish on the lock's channel) and at the moment the leader's
-// TTL runs out; it retries every RetryPeriod only in case it missed both.
-// Once elected, a lease.Lease renews the key every RetryPeriod. The term
-// ends when
+// lock.Acquire, which waits in line on the server and does not poll: a
+// leader's release hands the leadership to the standby first in line (one
+// wake-up, however many wait), a crashed leader's key is taken at the moment
+// its TTL runs out, and a handover to a standby that froze passes on to the
+// next after the lock's claim window (4 x RetryPeriod/10). The standby first
+// in line in each process also attempts on its own, in case a release went
+// unheard: every RetryPeriod while handovers are heard, every RetryPeriod/10
+// while nothing is.
+// A standby also follows the leader as Watch does, for OnNewLeader. Once
+// elected, a lease.Lease renews the key every
+// RetryPeriod. The term ends when
 //
 //   - a renewal finds the key deleted or someone else's (reason
 //     lost_not_owned): at once;
@@ -60,7 +66,8 @@
 //     missing, after three refused campaign attempts in a row, or three
 //     refused reads of the leader. A SUBSCRIBE refused while running (a
 //     permission revoked) is logged once; standbys and watchers then rely on
-//     reads at the leader's TTL and their fallback pace.
+//     reads at the leader's TTL and their fallback pace (every RetryPeriod/2
+//     for a running elector).
 //   - a panic in a callback: see above; a panic in OnLost or OnNewLeader is
 //     logged at once and changes nothing else (with CrashOnPanic, it ends
 //     Run and Run panics).
@@ -77,7 +84,8 @@
 //
 // # Timing
 //
-// Three durations, validated as TTL > RenewDeadline > RetryPeriod*1.2:
+// Three durations, validated as TTL > RenewDeadline > RetryPeriod*RetryMargin
+// (1.2):
 //
 //   - TTL (default 15s) is the key's lifetime after each acquisition or
 //     renewal, on the server's clock. A leader that crashes is replaced TTL
@@ -91,7 +99,10 @@
 //     differences between the two clocks' rates. Wall clocks of different
 //     hosts are never compared.
 //   - RetryPeriod (default 2s) is the renewal interval. The 1.2 factor
-//     leaves room for a late renewal and a retry before RenewDeadline.
+//     leaves room for a late renewal and a retry before RenewDeadline. It
+//     is client-go's JitterFactor, but nothing is jittered: no candidate
+//     acts on a fixed period that others could fall into step with
+//     (standbys wake on events, retries after errors back off at random).
 //
 // What that means under faults:
 //
@@ -114,8 +125,10 @@
 //     is elected with a fencing token greater than every earlier one (the
 //     lock restarts its counter from the server's clock).
 //   - Key deleted by an operator: the leader steps down at its next renewal
-//     (at most RetryPeriod later); a standby acquires when it next tries,
-//     at most RetryPeriod later.
+//     (at most RetryPeriod later) and campaigns again at once, so a new term
+//     (the same leader's, most likely) begins then; a DEL is not published,
+//     so standbys notice only at their next fallback read, at most
+//     min(TTL, 5s) after it.
 //
 // # Callbacks
 //
@@ -155,14 +168,17 @@
 // TTL-RenewDeadline margin, may act after its successor was elected. Only a
 // resource that checks fencing tokens is safe from that. Valkey replication
 // is asynchronous: a failover to a replica that missed the last acquisition
-// can elect a second leader and issue a fencing token twice; this package
-// targets a single primary.
+// can elect a second leader and issue a fencing token twice, unless
+// Config.Replicas makes every write wait for replicas (see docs/safety.md).
 //
 // # Observability
 //
-// Spans (scope ScopeName): election.campaign (recorded only for campaigns
-// that won, from their start to the acquisition), election.acquire (each
-// blocking acquisition call; the lock's own span nests inside), election.renew
+// Spans (scope ScopeName) cover work, not waiting: election.campaign
+// (recorded only for campaigns that won, after the fact, from their start to
+// the acquisition, with baton.election.attempts: the one span that shows the
+// wait; the lock's own lock.acquire ends as a standby joins the line and its
+// lock.wait is recorded when the wait is over, so a standby keeps no span
+// open while it waits), election.renew
 // (each renewal request, with lock.reacquire inside it and
 // baton.election.renewed; a renewal the server refused is an outcome, one
 // that could not reach it an error), election.step_down (with
@@ -173,10 +189,17 @@
 //
 // Metrics (same scope): baton.election.is_leader, baton.election.transitions
 // (baton.election.direction = elected or lost),
-// baton.election.acquire.duration (round trip of the winning attempt),
+// baton.election.acquire.duration (from lock.Held.AcquiredAt to taking
+// office: the winning attempt's round trip, or, for a handover, the time
+// since the standby's last attempt),
 // baton.election.renew.duration, baton.election.renew.failures (every
-// failed renewal, and a validity bound that passed with a renewal unanswered) and baton.election.since_last_renewal (only
-// while leading). The observable ones are reported while Run runs.
+// failed renewal, and a validity bound that passed with a renewal
+// unanswered) and baton.election.since_last_renewal (only while leading).
+// The observable ones are reported while Run runs. Data points carry
+// baton.election.name, and baton.election.identity only with
+// Config.MetricIdentity: a default identity is new at every restart, so the
+// stable way to tell instances apart is service.instance.id on the
+// MeterProvider's Resource.
 //
 // Logs go to Config.Logger: transitions at Info, renewals at Debug, retried
 // errors at Warn, callback panics and permanent errors at Error.

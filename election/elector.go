@@ -10,19 +10,9 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
-	"github.com/baton-dev/baton/lease"
 	"github.com/baton-dev/baton/lock"
 	"github.com/valkey-io/valkey-go"
-	"go.opentelemetry.io/otel/trace"
 )
-
-// maxRefusals is how many campaign attempts in a row the server may refuse
-// for good (lock.ErrMisconfigured) before Run gives up and returns the error.
-// More than one, so that a reply seen once during a reconfiguration (an ACL
-// being rewritten, a node joining a cluster) does not end Run; few, so that
-// a missing permission is reported within a few retry periods, not retried
-// forever.
-const maxRefusals = 3
 
 // Elector campaigns for the leadership of one election and reports its
 // transitions through the configured callbacks. Build it with New and call
@@ -39,8 +29,10 @@ type Elector struct {
 	running   atomic.Bool  // a Run is in progress
 	campaigns atomic.Int64 // campaigns started, for tests and benchmarks
 
-	mu      sync.Mutex // guards current
-	current *term      // the term led or being stepped down from; nil while campaigning
+	mu           sync.Mutex       // guards the fields below
+	current      *term            // the term led or being stepped down from; nil while campaigning
+	observed     callbacks.Leader // the leader Run's observer last reported
+	haveObserved bool             // observed is set: Run runs and has read
 }
 
 // New returns an Elector for cfg on client, which the caller keeps owning
@@ -169,7 +161,11 @@ func (e *Elector) Run(ctx context.Context) error {
 		callbacks.WithPanicHandler(func(p callbacks.Panic) { e.panicked(r, p) }),
 		callbacks.WithBeforeLost(e.settle),
 	)
-	obs := newObserver(e.lock, e.fallback, e.log, d.NewLeader)
+	obs := newObserver(e.lock, e.fallback, e.log, func(l callbacks.Leader) {
+		e.observe(l, true) // for HealthHandler
+		d.NewLeader(l)
+	})
+	defer e.observe(callbacks.Leader{}, false)
 	// The observer and the releases of ended terms outlive ctx until the
 	// last step-down is over: valkey-go shares a connection being set up
 	// among its callers, so a read cancelled with ctx could fail the
@@ -218,129 +214,6 @@ func (e *Elector) panicked(r *run, p callbacks.Panic) {
 	}
 }
 
-// campaignLoop campaigns, leads, steps down and campaigns again until ctx
-// ends or the server refuses for good. It returns with no term active.
-// life outlives ctx until Run has stepped down: releases of ended terms that
-// must be retried use it.
-func (e *Elector) campaignLoop(ctx, life context.Context, d *callbacks.Dispatcher, obs *observer, r *run) {
-	parent := trace.SpanContextFromContext(ctx)
-	bo := newBackoff(e.cfg.RetryPeriod)
-	panics := newPanicBackoff(e.cfg.RetryPeriod, e.cfg.TTL)
-	for {
-		h, start, attempts, err := e.campaign(ctx, bo)
-		if err != nil {
-			r.fail(fmt.Errorf("election %q: %w", e.cfg.Name, err))
-			return
-		}
-		if h == nil { // ctx ended
-			return
-		}
-		if ctx.Err() != nil { // acquired just as Run was told to stop
-			_ = e.releaseKey(context.WithoutCancel(ctx), h.Fence(), h.Release)
-			return
-		}
-		t, err := e.begin(ctx, parent, h, start, attempts)
-		if err != nil {
-			// The acquisition cannot make a term: its reply came after its
-			// validity had passed (a server that was paused or very slow),
-			// or the lease refused it. Give the key back and campaign again.
-			e.log.Warn("election: acquired the lock but cannot lead; released it", "fence", h.Fence(), "error", err)
-			if !errors.Is(err, lease.ErrLost) { // begin released a lost lease itself
-				_ = e.releaseKey(context.WithoutCancel(ctx), h.Fence(), h.Release)
-			}
-			if !sleep(ctx, bo.NextBackOff()) {
-				return
-			}
-			continue
-		}
-		// Report the own election now, not when the observer next reads:
-		// a short term could end before that.
-		obs.learned(callbacks.Leader{Identity: t.cb.Identity, Fence: t.cb.Fence, TTL: e.cfg.TTL})
-		d.Elected(t.cb)
-		why := e.await(ctx, t)
-		e.stepDown(d, t, why, life, r)
-		obs.poke()
-		if ctx.Err() != nil {
-			return
-		}
-		pause := time.Duration(0)
-		switch why {
-		case reasonResigned:
-			// Let a standby win before competing again.
-			pause = e.cfg.RetryPeriod
-		case reasonPanicked:
-			// A panic that happens every time must not turn into a
-			// leadership that bounces as fast as candidates can win it.
-			pause = panics.next()
-			e.log.Warn("election: OnElected panicked; pausing before campaigning again", "pause", pause)
-		default:
-			panics.reset()
-		}
-		if pause > 0 && !sleep(ctx, pause) {
-			return
-		}
-	}
-}
-
-// campaign blocks until it holds the lock or ctx ends. lock.Acquire waits
-// without polling; transient errors (the server unreachable, mostly) are
-// retried with a backoff capped at RetryPeriod, forever; errors the server
-// will keep returning (lock.ErrMisconfigured) end the campaign after
-// maxRefusals in a row. It returns when it started, and how many Acquire
-// calls it made. The error is nil when ctx ended.
-func (e *Elector) campaign(ctx context.Context, bo *cappedBackoff) (*lock.Held, time.Time, int, error) {
-	e.campaigns.Add(1)
-	start := time.Now()
-	refusals := 0
-	for attempts := 1; ; attempts++ {
-		actx, span := e.tracer.startAcquire(ctx)
-		h, err := e.lock.Acquire(actx, lock.WithUniqueToken(Token(e.cfg.Identity)))
-		endAcquire(span, h, err)
-		if err == nil {
-			bo.Reset()
-			return h, start, attempts, nil
-		}
-		if ctx.Err() != nil {
-			return nil, start, attempts, nil
-		}
-		wait := bo.NextBackOff()
-		if errors.Is(err, lock.ErrMisconfigured) {
-			if refusals++; refusals >= maxRefusals {
-				e.log.Error("election: the server refuses to let this candidate campaign; giving up", "error", err, "attempts", refusals)
-				return nil, start, attempts, err
-			}
-			e.log.Error("election: the server refused the campaign; retrying a few times", "error", err, "retry_in", wait)
-		} else {
-			refusals = 0
-			e.log.Warn("election: campaign failed; retrying", "error", err, "retry_in", wait)
-		}
-		if !sleep(ctx, wait) {
-			return nil, start, attempts, nil
-		}
-	}
-}
-
-// await waits for the end of a term and says why it ended.
-func (e *Elector) await(ctx context.Context, t *term) reason {
-	var r reason
-	select {
-	case <-t.lease.Done():
-	case <-t.resign:
-		r = reasonResigned
-	case <-t.panic:
-		r = reasonPanicked
-	case <-ctx.Done():
-		r = reasonContextDone
-	}
-	// A lost lease wins a tie: there is nothing left to release.
-	select {
-	case <-t.lease.Done():
-		r = reasonOf(t.lease.Err())
-	default:
-	}
-	return r
-}
-
 // dispatched wraps the user's OnElected so that it runs with the term's own
 // context, which the elector cancels with the reason the term ended.
 func (e *Elector) dispatched() callbacks.Callbacks {
@@ -382,7 +255,7 @@ func (e *Elector) termOf(tm callbacks.Term) *term {
 // ErrResigned) and IsLeader reports false. It does not wait for OnElected to
 // return, so any goroutine may call it with any ctx, OnElected itself and
 // the goroutines OnElected waits for included. Once OnElected has returned,
-// the key is released (a blocked standby wins about one round trip later)
+// the key is released (a waiting standby wins about one round trip later)
 // and OnLost runs; the elector then pauses for RetryPeriod before
 // campaigning again, so that it does not win straight back.
 //
@@ -410,90 +283,3 @@ func (e *Elector) Resign(ctx context.Context) error {
 		}
 	}
 }
-
-// IsLeader reports whether this candidate leads: true from its election until
-// its step-down begins. The server may already have moved on (see Healthy).
-func (e *Elector) IsLeader() bool {
-	leading, _ := e.leadership()
-	return leading
-}
-
-// Term returns the current term and true while this candidate leads, or the
-// zero Term and false.
-func (e *Elector) Term() (callbacks.Term, bool) {
-	e.mu.Lock()
-	t := e.current
-	e.mu.Unlock()
-	if t == nil || !t.isLeading() {
-		return callbacks.Term{}, false
-	}
-	return t.cb, true
-}
-
-// Healthy reports a leader that has stopped renewing: it returns an error
-// wrapping ErrNotRenewing when this candidate leads and its last successful
-// renewal (or its acquisition) was sent more than maxSilence ago, and nil
-// otherwise, in particular when it does not lead. maxSilence <= 0 means
-// RenewDeadline. A good value for liveness probes is a little more than
-// RetryPeriod: a healthy leader renews every RetryPeriod.
-func (e *Elector) Healthy(maxSilence time.Duration) error {
-	leading, last := e.leadership()
-	if !leading {
-		return nil
-	}
-	if maxSilence <= 0 {
-		maxSilence = e.cfg.RenewDeadline
-	}
-	if age := time.Since(last); age > maxSilence {
-		return fmt.Errorf("%w: last renewal sent %v ago, more than %v", ErrNotRenewing, age.Round(time.Millisecond), maxSilence)
-	}
-	return nil
-}
-
-// leadership returns whether this candidate leads and, if so, when its last
-// successful renewal was sent.
-func (e *Elector) leadership() (bool, time.Time) {
-	e.mu.Lock()
-	t := e.current
-	e.mu.Unlock()
-	if t == nil {
-		return false, time.Time{}
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.leading, t.lastRenew
-}
-
-// sleep waits for d or the end of ctx, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
-}
-
-// panicBackoff paces campaigns after terms that ended in a panic: the first
-// pause is RetryPeriod, each further one in a row doubles, up to the larger
-// of the TTL and 30 seconds.
-type panicBackoff struct {
-	first, limit, cur time.Duration
-}
-
-func newPanicBackoff(retry, ttl time.Duration) *panicBackoff {
-	return &panicBackoff{first: retry, limit: max(ttl, 30*time.Second)}
-}
-
-func (p *panicBackoff) next() time.Duration {
-	if p.cur == 0 {
-		p.cur = p.first
-	} else {
-		p.cur = min(2*p.cur, p.limit)
-	}
-	return p.cur
-}
-
-func (p *panicBackoff) reset() { p.cur = 0 }

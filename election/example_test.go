@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net/http"
 	"os/signal"
 	"syscall"
 	"time"
@@ -57,10 +58,9 @@ func ExampleElector_Run() {
 	}
 	defer client.Close()
 
-	health := callbacks.NewHealth(15 * time.Second)
 	e, err := election.New(client, election.Config{
 		Name: "singleton-controller",
-		Callbacks: callbacks.Chain(callbacks.Callbacks{
+		Callbacks: callbacks.Callbacks{
 			OnElected: func(ctx context.Context, term callbacks.Term) {
 				tick := time.NewTicker(time.Second)
 				defer tick.Stop()
@@ -74,12 +74,15 @@ func ExampleElector_Run() {
 					}
 				}
 			},
-		}, health.Callbacks()),
-		OnRenew: health.Renewed,
+		},
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
+	// Liveness and role, read from the elector itself: 503 only for a
+	// leader that has not renewed for RenewDeadline, which is stuck.
+	http.Handle("GET /healthz", election.HealthHandler(e, 0))
+	go func() { log.Println(http.ListenAndServe("127.0.0.1:8080", nil)) }()
 
 	// Stop on SIGTERM: the leader releases at once, so a standby takes over
 	// without waiting for the TTL.

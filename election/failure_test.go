@@ -71,7 +71,6 @@ func runOnce(t *testing.T, c *candidate) error {
 // TestRunReturnsPermanentErrors: what the server will refuse every time
 // ends Run with an error that names it, instead of a WARN per retry forever.
 func TestRunReturnsPermanentErrors(t *testing.T) {
-	t.Parallel()
 	for _, c := range []struct {
 		name  string
 		rules []string
@@ -84,7 +83,7 @@ func TestRunReturnsPermanentErrors(t *testing.T) {
 		{"no-subscribe", withoutRules(electionACL, "+subscribe"), "SUBSCRIBE"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
+			checkLeaks(t)
 			g := newGroup(t)
 			a := g.addWith("a", g.aclClient(t, c.name, c.rules), nil)
 			err := runOnce(t, a)
@@ -97,7 +96,7 @@ func TestRunReturnsPermanentErrors(t *testing.T) {
 		})
 	}
 	t.Run("wrongtype", func(t *testing.T) {
-		t.Parallel()
+		checkLeaks(t)
 		g := newGroup(t)
 		g.srv.Do(t, "HSET", "{"+g.key()+"}:fence", "f", "1")
 		a := g.add("a", nil)
@@ -111,7 +110,7 @@ func TestRunReturnsPermanentErrors(t *testing.T) {
 // TestRunRidesOutTransientErrors: a server restarted under a running
 // elector (connection errors, then an empty server) does not end Run.
 func TestRunRidesOutTransientErrors(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	a := g.add("a", nil).start()
 	_, cur := g.log.await(t, 0, "election of a", isElected)
@@ -136,7 +135,7 @@ func TestRunRidesOutTransientErrors(t *testing.T) {
 // when the server has never seen the release script (NOSCRIPT), after its
 // caller's context has ended.
 func TestStalledServerDoesNotReviveADeadTerm(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	// A TTL well above the renew deadline leaves room to resume the server
 	// after the leader's own release attempts have given up (RetryPeriod
@@ -173,7 +172,7 @@ func TestStalledServerDoesNotReviveADeadTerm(t *testing.T) {
 // the older term is reported as stale and logged, not silently as the
 // current leader.
 func TestWatchMarksALeaderFromThePast(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	client := g.srv.Client(t)
 	var logs syncBuffer
@@ -230,7 +229,7 @@ func TestWatchMarksALeaderFromThePast(t *testing.T) {
 // watchers falling back to reads, and say so once, not at every
 // resubscription.
 func TestRevokedSubscriptionIsLoggedOnce(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))

@@ -12,7 +12,7 @@ import (
 // must step down by itself (RenewDeadline) before the standby, which still
 // reaches the server, can take over (TTL).
 func TestLeaderCutOffStepsDown(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	proxy := valkeytest.NewProxy(t, g.srv.Addr())
 	via, err := valkey.NewClient(g.srv.ClientOptionVia(proxy.Addr()))
@@ -55,7 +55,7 @@ func TestLeaderCutOffStepsDown(t *testing.T) {
 // than the TTL: the leader must step down on its own clock before its key
 // could expire, and after the server resumes exactly one leader emerges.
 func TestServerPausedLongerThanTTL(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	cs := []*candidate{g.add("a", nil).start(), g.add("b", nil).start()}
 	first, cur := g.log.await(t, 0, "first election", isElected)
@@ -102,7 +102,7 @@ func TestServerPausedLongerThanTTL(t *testing.T) {
 // port: the electors keep campaigning, one leader emerges, and its fencing
 // token is greater than the old term's although the counter was lost.
 func TestServerRestarted(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	cs := []*candidate{g.add("a", nil).start(), g.add("b", nil).start()}
 	first, cur := g.log.await(t, 0, "first election", isElected)
@@ -124,7 +124,7 @@ func TestServerRestarted(t *testing.T) {
 // TestKeyDeletedByOperator deletes the leadership key: the leader must step
 // down at its next renewal and a new leader be elected.
 func TestKeyDeletedByOperator(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	cs := []*candidate{g.add("a", nil).start(), g.add("b", nil).start()}
 	first, cur := g.log.await(t, 0, "first election", isElected)

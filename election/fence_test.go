@@ -45,7 +45,7 @@ func (r *resource) history() []write {
 // (where the old leader keeps writing until its next renewal fails, while
 // the new one already writes) and a server pause.
 func TestFencedResourceAcrossChurn(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	res := &resource{}
 	var cs []*candidate

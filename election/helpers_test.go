@@ -14,6 +14,7 @@ import (
 	"github.com/baton-dev/baton/callbacks"
 	"github.com/baton-dev/baton/internal/valkeytest"
 	"github.com/valkey-io/valkey-go"
+	"go.uber.org/goleak"
 )
 
 // Test timing: proportional to the defaults (15s/10s/2s), scaled down so a
@@ -331,6 +332,20 @@ func find(t testing.TB, cs []*candidate, id string) *candidate {
 	}
 	t.Fatalf("no candidate %q", id)
 	return nil
+}
+
+// checkLeaks makes t fail, naming it, if a goroutine that started during
+// the test is still running once the test and its cleanups are done (the
+// electors stopped, the clients closed, the servers gone); goleak waits a
+// little for goroutines that are on their way out. Call it first, so that
+// its check is the last cleanup. A test that calls it must not be
+// parallel: goleak sees every goroutine of the process, and a parallel
+// sibling's would be blamed on it. (goleak.VerifyTestMain still checks the
+// package as a whole.)
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	opts := append(valkeytest.LeakOptions(), goleak.IgnoreCurrent())
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
 
 // testCtx returns a context that ends with the test, bounded for safety.

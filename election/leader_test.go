@@ -35,7 +35,7 @@ func leaderIs(id string) func(event) bool {
 func noLeader(ev event) bool { return ev.kind == evLeader && ev.leader.None() }
 
 func TestLeaderOfAndWatch(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	client := g.srv.Client(t)
 	ctx := testCtx(t)
@@ -118,7 +118,7 @@ func TestLeaderOfAndWatch(t *testing.T) {
 // expiry is published by nobody, so Watch must find it with its timer at the
 // TTL's end, long before its fallback re-read.
 func TestWatchSeesExpiryWithoutPolling(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	watched := newHistory()
 	watchInto(t, g, watched, WithFallbackInterval(time.Minute))
@@ -137,7 +137,7 @@ func TestWatchSeesExpiryWithoutPolling(t *testing.T) {
 // TestWatchSeesLeaderAfterServerRestart checks that Watch rides out a
 // server restart: it resubscribes, and the new leader is reported.
 func TestWatchSeesLeaderAfterServerRestart(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	watched := newHistory()
 	watchInto(t, g, watched, WithFallbackInterval(time.Minute))
@@ -151,7 +151,7 @@ func TestWatchSeesLeaderAfterServerRestart(t *testing.T) {
 }
 
 func TestObserveKeyPrefix(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	g := newGroup(t)
 	ctx := testCtx(t)
 	client := g.srv.Client(t)

@@ -11,8 +11,9 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
-// Metric names. Every data point carries baton.election.name and
-// baton.election.identity; transitions also carry baton.election.direction.
+// Metric names. Every data point carries baton.election.name, and
+// baton.election.identity with Config.MetricIdentity; transitions also carry
+// baton.election.direction.
 const (
 	MetricIsLeader         = "baton.election.is_leader"
 	MetricTransitions      = "baton.election.transitions"
@@ -30,7 +31,7 @@ var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.
 // a callback registered for the duration of each Run.
 type meters struct {
 	meter            metric.Meter
-	attrs            metric.MeasurementOption // name and identity
+	attrs            metric.MeasurementOption // name, and identity with Config.MetricIdentity
 	elected, lost    metric.MeasurementOption // attrs plus direction
 	isLeader         metric.Int64ObservableGauge
 	transitions      metric.Int64Counter
@@ -45,7 +46,12 @@ func newMeters(cfg Config) (*meters, error) {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	base := []attribute.KeyValue{AttrName.String(cfg.Name), AttrIdentity.String(cfg.Identity)}
+	// The identity is opt-in: a default one is new at every restart, and
+	// with it every restart would start new time series.
+	base := []attribute.KeyValue{AttrName.String(cfg.Name)}
+	if cfg.MetricIdentity {
+		base = append(base, AttrIdentity.String(cfg.Identity))
+	}
 	with := func(extra ...attribute.KeyValue) metric.MeasurementOption {
 		return metric.WithAttributeSet(attribute.NewSet(append(append([]attribute.KeyValue(nil), base...), extra...)...))
 	}
@@ -63,7 +69,7 @@ func newMeters(cfg Config) (*meters, error) {
 		metric.WithDescription("Leadership transitions of this candidate, by direction (elected or lost)."),
 		metric.WithUnit("{transition}"))
 	m.acquireDuration, errs[2] = m.meter.Float64Histogram(MetricAcquireDuration,
-		metric.WithDescription("Round trip of the acquisition attempt that won leadership."),
+		metric.WithDescription("From the send of the request that won leadership (for a handover, the standby's last request) to taking office."),
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(latencyBuckets...))
 	m.renewDuration, errs[3] = m.meter.Float64Histogram(MetricRenewDuration,
 		metric.WithDescription("Duration of successful renewals of the leadership, from sending to confirmation."),

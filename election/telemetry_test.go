@@ -2,9 +2,14 @@ package election
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/baton-dev/baton/lease"
 	"github.com/baton-dev/baton/lock"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -12,10 +17,11 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestTelemetry(t *testing.T) {
-	t.Parallel()
+	checkLeaks(t)
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	reader := sdkmetric.NewManualReader()
@@ -35,7 +41,8 @@ func TestTelemetry(t *testing.T) {
 	}
 
 	g := newGroup(t)
-	withOTel := func(c *Config) { c.TracerProvider, c.MeterProvider = tp, mp }
+	// a and b share a MeterProvider: their identities tell their points apart.
+	withOTel := func(c *Config) { c.TracerProvider, c.MeterProvider, c.MetricIdentity = tp, mp, true }
 	a := g.add("a", withOTel).start()
 	_, cur := g.log.await(t, 0, "election of a", isElected)
 	b := g.add("b", withOTel).start()
@@ -139,8 +146,7 @@ func TestTelemetry(t *testing.T) {
 			t.Errorf("step_down reasons %v; want one %q", reasons, want)
 		}
 	}
-	// The release nests in the step-down, the lock's acquire in the
-	// election's.
+	// The release nests in the step-down.
 	releases := byName["election.release"]
 	if len(releases) == 0 {
 		t.Fatal("no election.release span")
@@ -148,12 +154,101 @@ func TestTelemetry(t *testing.T) {
 	if !hasParent(releases[0], byName["election.step_down"]) {
 		t.Error("election.release is not a child of an election.step_down span")
 	}
-	var nested bool
-	for _, s := range byName["lock.acquire"] {
-		nested = nested || hasParent(s, byName["election.acquire"])
+	// b waited in line for a's resignation: its lock.acquire ended when
+	// the wait began, and the wait that won is a lock.wait linked to it.
+	var waited bool
+	for _, s := range byName["lock.wait"] {
+		acquired, _ := attr(s, lock.AttrAcquired)
+		if !acquired.AsBool() || len(s.Links) != 1 {
+			continue
+		}
+		for _, a := range byName["lock.acquire"] {
+			waits, _ := attr(a, lock.AttrWaits)
+			if a.SpanContext.SpanID() == s.Links[0].SpanContext.SpanID() && waits.AsBool() && !a.EndTime.After(s.StartTime) {
+				waited = true
+			}
+		}
 	}
-	if !nested {
-		t.Error("no lock.acquire span is a child of an election.acquire span")
+	if !waited {
+		t.Error("no lock.wait span that acquired, linked to a lock.acquire span that ended (baton.lock.waits=true) before the wait began")
+	}
+}
+
+// TestMetricsLeaveIdentityOut: by default no data point carries the
+// identity, whose default changes at every restart; the name is always there.
+func TestMetricsLeaveIdentityOut(t *testing.T) {
+	checkLeaks(t)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	g := newGroup(t)
+	a := g.add("a", func(c *Config) { c.MeterProvider = mp }).start()
+	g.log.await(t, 0, "election of a", isElected)
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(testCtx(t), &rm); err != nil {
+		t.Fatalf("Collect = %v", err)
+	}
+	a.stop()
+	points := 0
+	for _, name := range []string{MetricIsLeader, MetricTransitions, MetricAcquireDuration, MetricSinceLastRenewal} {
+		m, ok := metricNamed(rm, name)
+		if !ok {
+			t.Errorf("no %s", name)
+			continue
+		}
+		for _, set := range pointAttrs(m) {
+			points++
+			if v, ok := set.Value(AttrIdentity); ok {
+				t.Errorf("%s point has %s=%q; want none without MetricIdentity", name, AttrIdentity, v.AsString())
+			}
+			if v, _ := set.Value(AttrName); v.AsString() != g.name {
+				t.Errorf("%s point has %s=%q; want %q", name, AttrName, v.AsString(), g.name)
+			}
+		}
+	}
+	if points == 0 {
+		t.Error("no data points")
+	}
+}
+
+// pointAttrs returns the attribute sets of m's data points.
+func pointAttrs(m metricdata.Metrics) []attribute.Set {
+	var sets []attribute.Set
+	switch d := m.Data.(type) {
+	case metricdata.Gauge[int64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Gauge[float64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Sum[int64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Histogram[float64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	}
+	return sets
+}
+
+func TestErrorType(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&lease.LostError{Name: "x", Fence: 1, Reason: lease.ErrExpired}, "expired"},
+		{&lease.LostError{Name: "x", Fence: 1, Reason: &lock.Error{Op: "reacquire", Name: "x", Kind: lock.ErrNotOwned}}, "not_owned"},
+		{&lock.Error{Op: "reacquire", Name: "x", Kind: lock.ErrUnavailable}, "unavailable"},
+		{errors.New("unknown"), "_OTHER"},
+	} {
+		if got := errorType(tc.err); got != tc.want {
+			t.Errorf("errorType(%v) = %q; want %q", tc.err, got, tc.want)
+		}
 	}
 }
 
@@ -246,4 +341,159 @@ func histCount(rm metricdata.ResourceMetrics, name, identity string) uint64 {
 		}
 	}
 	return n
+}
+
+// TestStandbyKeepsNoSpanOpen: spans cover work, not waiting. A standby's
+// lock.acquire span ends with its failed attempt, as it begins to wait in
+// line, and no span at all is open while the leader renews; when it finally
+// wins, its wait is recorded as lock.wait and its election.campaign span
+// covers the whole campaign.
+func TestStandbyKeepsNoSpanOpen(t *testing.T) {
+	checkLeaks(t)
+	spans := newSpanLog()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	g := newGroup(t)
+	a := g.add("a", nil).start()
+	_, cur := g.log.await(t, 0, "election of a", isElected)
+	b := g.add("b", func(c *Config) { c.TracerProvider = tp })
+	started := time.Now()
+	b.start()
+	spans.await(t, "b's first, failed attempt", func(s sdktrace.ReadOnlySpan) bool {
+		v, _ := spanAttr(s, lock.AttrWaits)
+		return s.Name() == "lock.acquire" && v.AsBool()
+	})
+	// Let a renew a few times while b waits.
+	for i := range 3 {
+		_, cur = g.log.await(t, cur, fmt.Sprintf("renewal %d of a", i+1), func(ev event) bool { return ev.kind == evRenew && ev.id == "a" })
+	}
+	if open := spans.open(); len(open) != 0 {
+		t.Errorf("spans open while b waits: %v; want none", open)
+	}
+	if n := len(spans.named("lock.acquire")); n != 1 {
+		t.Errorf("b made %d lock.acquire spans while a renewed; want 1", n)
+	}
+
+	if err := a.e.Resign(testCtx(t)); err != nil {
+		t.Fatalf("Resign = %v", err)
+	}
+	g.log.await(t, cur, "election of b", electedOtherThan("a"))
+	waited := time.Since(started)
+	a.stop()
+	b.stop()
+
+	campaigns := spans.named("election.campaign")
+	if len(campaigns) != 1 {
+		t.Fatalf("%d election.campaign spans; want 1", len(campaigns))
+	}
+	campaign := campaigns[0]
+	if v, _ := spanAttr(campaign, AttrAttempts); v.AsInt64() != 1 {
+		t.Errorf("election.campaign attempts = %d; want 1 (one Acquire, which waited)", v.AsInt64())
+	}
+	attempt, waits := spans.named("lock.acquire")[0], spans.named("lock.wait")
+	if len(waits) != 1 {
+		t.Fatalf("%d lock.wait spans; want 1", len(waits))
+	}
+	wait := waits[0]
+	if v, _ := spanAttr(wait, lock.AttrAcquired); !v.AsBool() {
+		t.Errorf("lock.wait acquired = %v; want true", v)
+	}
+	if links := wait.Links(); len(links) != 1 || links[0].SpanContext.SpanID() != attempt.SpanContext().SpanID() {
+		t.Errorf("lock.wait links %v; want the lock.acquire span", links)
+	}
+	// The attempt is a round trip; the wait and the campaign are the rest.
+	busy := attempt.EndTime().Sub(attempt.StartTime())
+	if d := campaign.EndTime().Sub(campaign.StartTime()); d < 2*testRetryPeriod || busy > d/2 { // three renewals span two retry periods
+		t.Errorf("election.campaign lasted %v (b waited %v), its attempt %v; want the campaign over the whole wait and the attempt a small part of it",
+			d, waited, busy)
+	}
+	if wait.StartTime().Before(attempt.EndTime()) || wait.EndTime().After(campaign.EndTime()) {
+		t.Errorf("lock.wait from %v to %v, lock.acquire ended %v, campaign ended %v; want the wait after the attempt and within the campaign",
+			wait.StartTime(), wait.EndTime(), attempt.EndTime(), campaign.EndTime())
+	}
+}
+
+// spanLog is a span processor that keeps the spans that ended and knows
+// which are still open; tests wait on it without sleeping.
+type spanLog struct {
+	mu      sync.Mutex
+	started map[trace.SpanID]string // open spans, by name
+	ended   []sdktrace.ReadOnlySpan
+	changed chan struct{} // closed and replaced at each end
+}
+
+func newSpanLog() *spanLog {
+	return &spanLog{started: map[trace.SpanID]string{}, changed: make(chan struct{})}
+}
+
+func (l *spanLog) OnStart(_ context.Context, s sdktrace.ReadWriteSpan) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.started[s.SpanContext().SpanID()] = s.Name()
+}
+
+func (l *spanLog) OnEnd(s sdktrace.ReadOnlySpan) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.started, s.SpanContext().SpanID())
+	l.ended = append(l.ended, s)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (*spanLog) Shutdown(context.Context) error   { return nil }
+func (*spanLog) ForceFlush(context.Context) error { return nil }
+
+// open returns the names of the spans started and not ended.
+func (l *spanLog) open() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var names []string
+	for _, n := range l.started {
+		names = append(names, n)
+	}
+	return names
+}
+
+// named returns the ended spans called name, in the order they ended.
+func (l *spanLog) named(name string) []sdktrace.ReadOnlySpan {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range l.ended {
+		if s.Name() == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// await waits until a span that matches has ended.
+func (l *spanLog) await(t testing.TB, what string, match func(sdktrace.ReadOnlySpan) bool) {
+	t.Helper()
+	deadline := time.NewTimer(awaitTimeout)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		found := slices.ContainsFunc(l.ended, match)
+		changed := l.changed
+		l.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("no %s within %v", what, awaitTimeout)
+		}
+	}
+}
+
+func spanAttr(s sdktrace.ReadOnlySpan, k attribute.Key) (attribute.Value, bool) {
+	for _, kv := range s.Attributes() {
+		if kv.Key == k {
+			return kv.Value, true
+		}
+	}
+	return attribute.Value{}, false
 }

@@ -123,7 +123,10 @@ func (t *term) end(cause error) {
 	t.leading = false
 	if t.cause == nil {
 		t.cause = cause
-		close(t.stepping) // first: a Resign that sees OnElected's ctx end sees this too
+		// stepping first: a Resign that sees OnElected's ctx end must find
+		// the step-down begun, or it would report its own resignation as
+		// its ctx ending.
+		close(t.stepping)
 		if t.cancel != nil {
 			t.cancel(cause)
 		}

@@ -28,7 +28,7 @@ const (
 	AttrIdentity  = attribute.Key("baton.election.identity")
 	AttrReason    = attribute.Key("baton.election.reason")    // on election.step_down
 	AttrDirection = attribute.Key("baton.election.direction") // on baton.election.transitions
-	AttrAttempts  = attribute.Key("baton.election.attempts")  // on election.campaign
+	AttrAttempts  = attribute.Key("baton.election.attempts")  // on election.campaign: lock.Acquire calls, more than 1 after errors
 	AttrReleased  = attribute.Key("baton.election.released")  // on election.release
 	AttrRenewed   = attribute.Key("baton.election.renewed")   // on election.renew
 	attrErrType   = attribute.Key("error.type")
@@ -81,29 +81,9 @@ func (t tracer) with(extra ...attribute.KeyValue) trace.SpanStartEventOption {
 	return trace.WithAttributes(append(append([]attribute.KeyValue(nil), t.attrs...), extra...)...)
 }
 
-// startAcquire starts "election.acquire" around one blocking lock.Acquire
-// call, so the lock's own span nests inside it.
-func (t tracer) startAcquire(ctx context.Context) (context.Context, trace.Span) {
-	return t.tr.Start(ctx, "election.acquire", t.with())
-}
-
-// endAcquire ends an acquire span. A call that ended because Run's ctx ended
-// is a standby stopping, not a failure; neither is a lock held by someone
-// else.
-func endAcquire(span trace.Span, h *lock.Held, err error) {
-	defer span.End()
-	if h != nil {
-		span.SetAttributes(lock.AttrAcquired.Bool(true), lock.AttrFence.Int64(h.Fence()))
-		return
-	}
-	span.SetAttributes(lock.AttrAcquired.Bool(false))
-	if err != nil && !errors.Is(err, lock.ErrNotAcquired) && !errors.Is(err, context.Canceled) {
-		failSpan(span, err)
-	}
-}
-
 // campaign records a campaign that won, after the fact: "election.campaign"
-// only exists for campaigns that changed state, so a standby that waits for
+// spans the campaign's whole wait, from its start to the acquisition, but
+// exists only once the campaign changed state, so a standby that waits for
 // hours leaves no open span behind. It returns the span's context, which the
 // term's later spans link to.
 func (t tracer) campaign(parent trace.SpanContext, start time.Time, h *lock.Held, attempts int) trace.SpanContext {
@@ -163,21 +143,13 @@ func failSpan(span trace.Span, err error) {
 	span.SetStatus(codes.Error, err.Error())
 }
 
-// errorType names an error for the error.type attribute.
+// errorType names an error for the error.type attribute: "expired" for a
+// lease whose renew deadline passed, which the lock package cannot know of,
+// and lock.ErrorType's name otherwise, so that both scopes name an error
+// alike.
 func errorType(err error) string {
-	for _, s := range []struct {
-		err  error
-		name string
-	}{
-		{lock.ErrNotOwned, "not_owned"},
-		{lease.ErrExpired, "expired"},
-		{lock.ErrUnavailable, "unavailable"},
-		{context.DeadlineExceeded, "deadline_exceeded"},
-		{context.Canceled, "canceled"},
-	} {
-		if errors.Is(err, s.err) {
-			return s.name
-		}
+	if errors.Is(err, lease.ErrExpired) {
+		return "expired"
 	}
-	return "other"
+	return lock.ErrorType(err)
 }

@@ -21,6 +21,7 @@ return 1
 // TestExcludesValkeyPyLock drives the key exactly as valkey-py does, through
 // raw commands, against a PlainKey lock of the same name.
 func TestExcludesValkeyPyLock(t *testing.T) {
+	checkLeaks(t)
 	e := newEnv(t)
 	ctx := ctxT(t)
 	l := e.lock(t, "report-job", Config{PlainKey: true, TTL: 10 * time.Second, RetryInterval: 10 * time.Millisecond})

@@ -80,6 +80,7 @@ func (s *fencedStore) Write(fence int64, v string) error {
 // pause), B acquires and writes; A wakes and writes with its old token: the
 // store refuses it.
 func TestStaleHolderIsFencedOff(t *testing.T) {
+	checkLeaks(t)
 	e := newEnv(t)
 	const ttl = 100 * time.Millisecond
 	l := e.lock(t, "fenced", Config{TTL: ttl, RetryInterval: time.Hour})
@@ -168,6 +169,7 @@ func TestFencesReplaceACounterThatIsNotANumber(t *testing.T) {
 // messages name the fencing token digit for digit (it exceeds float64's
 // 14-digit formatting in Lua).
 func TestEventsCarryTheExactFence(t *testing.T) {
+	checkLeaks(t)
 	e := newEnv(t)
 	l := e.lock(t, "events", Config{TTL: time.Minute, Announce: true})
 	msgs := make(chan string, 8)
@@ -221,6 +223,7 @@ func TestEventsCarryTheExactFence(t *testing.T) {
 // TestAttemptReportsTheHoldersTTL: a failed attempt returns the holder's
 // remaining TTL, or a negative one for a key without TTL.
 func TestAttemptReportsTheHoldersTTL(t *testing.T) {
+	checkLeaks(t)
 	e := newEnv(t)
 	l := e.lock(t, "held-elsewhere", Config{TTL: time.Minute})
 	for _, c := range []struct {
@@ -251,6 +254,7 @@ func TestAttemptReportsTheHoldersTTL(t *testing.T) {
 // election watchers do: subscription first, then each acquisition and release
 // with its fence.
 func TestFollowReportsEventsWithTheirFence(t *testing.T) {
+	checkLeaks(t)
 	e := newEnv(t)
 	l := e.lock(t, "follow", Config{TTL: time.Minute, Announce: true})
 	events := follow(t, l)
@@ -274,6 +278,7 @@ func TestFollowReportsEventsWithTheirFence(t *testing.T) {
 // announcing Lock on the same name marks where the quiet one's messages
 // would have come.
 func TestQuietLockPublishesNothing(t *testing.T) {
+	checkLeaks(t)
 	e := newEnv(t)
 	quiet := e.lock(t, "quiet", Config{TTL: time.Minute})
 	loud := e.lock(t, "quiet", Config{TTL: time.Minute, Announce: true})

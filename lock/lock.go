@@ -115,6 +115,7 @@ type acquireOptions struct {
 	blockingTimeout time.Duration
 	retryInterval   time.Duration
 	err             error
+	waiting         func() // called once, if the call goes on to wait in line (Acquire's tracing)
 }
 
 // WithToken stores token, byte-exact, instead of a fresh random one. The
@@ -238,9 +239,22 @@ func (l *Lock) Acquire(ctx context.Context, opts ...AcquireOption) (*Held, error
 	if err != nil {
 		return nil, err
 	}
+	parent := ctx
 	ctx, span := l.startSpan(ctx, spanAcquire)
+	var waitStart time.Time
+	if span.IsRecording() {
+		o.waiting = func() {
+			span.SetAttributes(AttrAcquired.Bool(false), AttrWaits.Bool(true))
+			span.End()
+			waitStart = time.Now()
+		}
+	}
 	h, err := l.acquire(ctx, o)
-	endSpan(span, h, err)
+	if waitStart.IsZero() {
+		endSpan(span, h, err)
+	} else {
+		l.recordWait(parent, span.SpanContext(), waitStart, h, err)
+	}
 	return h, err
 }
 

@@ -129,6 +129,9 @@ func (q *waitQueue) wait(ctx context.Context, o acquireOptions) (*Held, error) {
 		expiry = res.expiry()
 	}
 
+	if o.waiting != nil {
+		o.waiting()
+	}
 	w := &waiter{token: o.token, own: o.own, poke: make(chan struct{}, 1)}
 	q.join(w, expiry)
 	tick := time.NewTimer(o.retryInterval)

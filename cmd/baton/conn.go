@@ -7,8 +7,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -88,9 +91,14 @@ func (c *connFlags) validate() error {
 func (c *connFlags) options(getenv func(string) string) (valkey.ClientOption, error) {
 	var opt valkey.ClientOption
 	if u := getenv("VALKEY_URL"); u != "" {
+		if !strings.Contains(u, "://") {
+			// url.Parse would take "host:6379" for a scheme and an opaque
+			// part, and valkey-go would complain about the scheme "host".
+			return opt, fmt.Errorf("VALKEY_URL %q has no scheme: want valkey://host:port (valkeys:// for TLS)", u)
+		}
 		var err error
 		if opt, err = valkey.ParseURL(u); err != nil {
-			return opt, fmt.Errorf("VALKEY_URL: %w", err)
+			return opt, fmt.Errorf("VALKEY_URL: %w (want valkey://[user:password@]host:port[/db])", err)
 		}
 	}
 	if len(c.addrs) > 0 {
@@ -126,6 +134,9 @@ func (c *connFlags) options(getenv func(string) string) (valkey.ClientOption, er
 		}
 	}
 	opt.Dialer.Timeout = c.connectTimeout
+	if opt.TLSConfig != nil {
+		opt.DialCtxFn = dialTLS
+	}
 	// No client-side caching: baton does not use it, and it would need the
 	// CLIENT TRACKING permission (see docs/operations.md).
 	opt.DisableCache = true
@@ -191,6 +202,105 @@ func connect(ctx context.Context, c *connFlags, opt valkey.ClientOption, write b
 	}
 	return client, nil
 }
+
+// errPlaintext says that a TLS client reached a server that answers in
+// plaintext.
+var errPlaintext = errors.New("the server does not speak TLS there")
+
+// dialTLS is the client's DialCtxFn when TLS is on: crypto/tls's dialer,
+// plus a probe for a server that speaks plaintext on that port. Such a
+// server never answers the handshake (it waits for the end of a line that
+// the handshake does not contain), so without the probe the dial would
+// wait out the connect timeout and say nothing useful. If the handshake is
+// still unfinished after plaintextProbeAfter, a plaintext PING goes to the
+// same address on a connection of its own, and a Valkey answer ends the
+// dial at once with errPlaintext.
+func dialTLS(ctx context.Context, addr string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
+	if d.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
+		defer cancel()
+	}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil { // valkey-go passes the config it has; none means plaintext
+		return raw, nil
+	}
+	if cfg.ServerName == "" { // as tls.Dialer does: check the name dialled
+		cfg = cfg.Clone()
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	hctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	after := plaintextProbeAfter
+	if dl, ok := hctx.Deadline(); ok {
+		after = min(after, time.Until(dl)/2)
+	}
+	probed := make(chan struct{})
+	go func() {
+		defer close(probed)
+		timer := time.NewTimer(after)
+		defer timer.Stop()
+		select {
+		case <-hctx.Done():
+			return
+		case <-timer.C:
+		}
+		if speaksPlaintext(hctx, addr) {
+			stop(errPlaintext)
+		}
+	}()
+	conn := tls.Client(raw, cfg)
+	err = conn.HandshakeContext(hctx)
+	stop(nil)
+	<-probed
+	if err != nil {
+		raw.Close()
+		if errors.Is(context.Cause(hctx), errPlaintext) {
+			return nil, errPlaintext
+		}
+		return nil, err
+	}
+	return conn, nil
+}
+
+// plaintextProbeAfter is how long a PING over TLS may go unanswered before
+// ping looks for a plaintext server: far more than a handshake takes, far
+// less than the default connect timeout.
+const plaintextProbeAfter = time.Second
+
+// speaksPlaintext reports whether addr answers a plaintext inline PING as a
+// Valkey server does ("+PONG", or an error reply such as "-NOAUTH"). A TLS
+// server answers it with an alert record or by closing, never with '+' or
+// '-'.
+func speaksPlaintext(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		return false
+	}
+	return b[0] == '+' || b[0] == '-'
+}
+
+// tlsHint is what to do about a TLS client at a plaintext port.
+const tlsHint = "drop --tls (and use valkey:// rather than valkeys://), or give the port the server serves TLS on (its tls-port)"
 
 // checkMode compares what the server says it is (HELLO: mode and role) with
 // what the flags ask for. A server that does not answer HELLO (older than
@@ -258,8 +368,14 @@ func describe(where string, opt valkey.ClientOption, err error) error {
 		}
 		return fmt.Errorf("%s: %s", where, msg)
 	}
+	if errors.Is(err, errPlaintext) {
+		return fmt.Errorf("TLS with %s failed: %w: it answered a plaintext PING; %s", where, err, tlsHint)
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("cannot reach %s: no answer within the connect timeout", where)
+	}
+	if m := notValkey.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Errorf("%s is not a Valkey server: it answered %s, which is not the Valkey protocol; check --addr (or the address in VALKEY_URL)", where, firstByte(m[1]))
 	}
 	var (
 		opErr   *net.OpError
@@ -270,7 +386,7 @@ func describe(where string, opt valkey.ClientOption, err error) error {
 	case errors.As(err, &certErr):
 		return fmt.Errorf("TLS with %s failed: %w", where, err)
 	case errors.As(err, &recErr):
-		return fmt.Errorf("TLS with %s failed: the server does not speak TLS there", where)
+		return fmt.Errorf("TLS with %s failed: %w: %s", where, errPlaintext, tlsHint)
 	case errors.As(err, &opErr) && opErr.Op == "remote error": // a TLS alert from the server
 		hint := ""
 		if strings.Contains(opErr.Err.Error(), "certificate required") {
@@ -297,4 +413,30 @@ func describe(where string, opt valkey.ClientOption, err error) error {
 		return fmt.Errorf("cannot reach %s: %w%s", where, cause, hint)
 	}
 	return fmt.Errorf("cannot reach %s: %w", where, err)
+}
+
+// notValkey matches valkey-go's errors for a reply that is not RESP at all:
+// the first byte of the answer is not a RESP type. An HTTP server's reply
+// starts with 'H' (72), an SSH server's banner with 'S' (83).
+var notValkey = regexp.MustCompile(`received unknown message type: (\d+)`)
+
+// firstByte describes the first byte of a non-RESP answer, given as the
+// decimal number valkey-go reports.
+func firstByte(num string) string {
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 || n > 255 {
+		return "something else"
+	}
+	b := byte(n)
+	desc := fmt.Sprintf("%q", rune(b))
+	switch b {
+	case 'H', '<':
+		desc += ", as an HTTP server does"
+	case 'S':
+		desc += ", as an SSH server does"
+	case 0x15, 0x16:
+		desc = "with a TLS record, as a TLS server does (if that port expects TLS, add --tls)"
+		return desc
+	}
+	return "starting with " + desc
 }

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/baton-dev/baton/internal/valkeytest"
 )
@@ -149,6 +152,44 @@ func TestAddrFromURL(t *testing.T) {
 	code, _, stderr = runBaton(t, []string{"VALKEY_URL=http://x"}, "leader", "--name", "x")
 	if code != exitUsage || !strings.Contains(stderr, "VALKEY_URL: valkey: invalid URL scheme: http") {
 		t.Fatalf("bad VALKEY_URL = %d %q; want 2", code, stderr)
+	}
+	for _, u := range []string{s.Addr(), "localhost:6379"} {
+		code, _, stderr = runBaton(t, []string{"VALKEY_URL=" + u}, "leader", "--name", "x")
+		if want := "has no scheme: want valkey://host:port"; code != exitUsage || !strings.Contains(stderr, want) {
+			t.Errorf("VALKEY_URL=%s = %d %q; want 2 and %q", u, code, stderr, want)
+		}
+	}
+}
+
+// TestNotAValkeyServer: an HTTP server at --addr is named as not a Valkey
+// server, not as valkey-go's "received unknown message type".
+func TestNotAValkeyServer(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	code, _, stderr := runBaton(t, nil, "leader", "--name", "x", "--addr", addr)
+	want := "baton: valkey at " + addr + " is not a Valkey server: it answered starting with 'H', as an HTTP server does"
+	if code != exitError || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("baton leader at an HTTP server = %d %q; want 1 and one line starting %q", code, stderr, want)
+	}
+}
+
+// TestTLSToAPlaintextPort: the handshake never gets an answer from a
+// plaintext server; baton finds out with a plaintext PING and says so well
+// before the connect timeout, with the fix.
+func TestTLSToAPlaintextPort(t *testing.T) {
+	t.Parallel()
+	s := valkeytest.Start(t)
+	start := time.Now()
+	code, _, stderr := runBaton(t, nil, "leader", "--name", "x", "--addr", s.Addr(), "--tls", "--connect-timeout", "30s")
+	took := time.Since(start)
+	want := "baton: TLS with valkey at " + s.Addr() + " failed: the server does not speak TLS there: it answered a plaintext PING; drop --tls"
+	if code != exitError || !strings.HasPrefix(stderr, want) {
+		t.Fatalf("baton leader --tls at a plaintext port = %d %q; want 1 and %q", code, stderr, want)
+	}
+	if took > 15*time.Second {
+		t.Errorf("baton took %v to report it; want far less than the 30s connect timeout", took)
 	}
 }
 

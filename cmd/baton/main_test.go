@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -44,6 +45,18 @@ func TestMain(m *testing.M) {
 	if raceEnabled {
 		args = append(args, "-race")
 	}
+	if mode := testing.CoverMode(); mode != "" {
+		// The tests run the binary, not this package's code in process:
+		// without its own coverage the package would report ~1%. It
+		// writes to coverDir at each exit, and TestMain adds that to this
+		// package's profile. Only under -cover, so make test stays fast.
+		coverDir = filepath.Join(dir, "cover")
+		if err := os.Mkdir(coverDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		args = append(args, "-cover", "-covermode="+mode, "-coverpkg="+batonPkg)
+	}
 	build := exec.Command("go", append(args, ".")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -52,9 +65,58 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if err := addBinaryCoverage(); err != nil {
+			fmt.Fprintln(os.Stderr, "baton's coverage:", err)
+			if code == 0 {
+				code = 1
+			}
+		}
 		os.RemoveAll(dir)
 		os.Exit(code)
 	}))
+}
+
+// batonPkg is the package whose coverage the binary reports.
+const batonPkg = "github.com/baton-dev/baton/cmd/baton"
+
+// coverDir is the GOCOVERDIR of the baton processes under -cover, or "".
+var coverDir string
+
+// addBinaryCoverage appends what the baton processes covered to this
+// package's -coverprofile, which go test merges into the file it was given
+// (blocks counted twice add up). Without -coverprofile there is nothing to
+// add to: go test -cover's percentage is the test binary's own.
+func addBinaryCoverage() error {
+	f := flag.Lookup("test.coverprofile")
+	if coverDir == "" || f == nil || f.Value.String() == "" {
+		return nil
+	}
+	profile := f.Value.String()
+	if dir := flag.Lookup("test.outputdir"); dir != nil && dir.Value.String() != "" && !filepath.IsAbs(profile) {
+		profile = filepath.Join(dir.Value.String(), profile)
+	}
+	text := filepath.Join(coverDir, "profile.txt")
+	out, err := exec.Command("go", "tool", "covdata", "textfmt", "-i="+coverDir, "-pkg="+batonPkg, "-o="+text).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool covdata textfmt: %v: %s", err, out)
+	}
+	data, err := os.ReadFile(text)
+	if err != nil {
+		return err
+	}
+	_, lines, _ := strings.Cut(string(data), "\n") // drop the "mode:" line: the profile has one
+	if lines == "" {
+		return nil
+	}
+	w, err := os.OpenFile(profile, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := w.WriteString(lines); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
 }
 
 // helperMain is the command under test. It appends one line per event to
@@ -119,6 +181,9 @@ func startBaton(t *testing.T, env []string, args ...string) *proc {
 	cmd := exec.Command(batonBin, args...)
 	// The race detector otherwise sleeps a second at every exit.
 	cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), env...)
+	if coverDir != "" {
+		cmd.Env = append(cmd.Env, "GOCOVERDIR="+coverDir)
+	}
 	p := &proc{cmd: cmd, stdout: new(syncBuffer), stderr: new(syncBuffer), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {

@@ -34,7 +34,9 @@ one of them, and another takes over when the leader dies or is cut off.
     --grace; then baton campaigns again and reruns COMMAND when re-elected.
   - COMMAND exits: baton releases the leadership at once (a standby takes
     over within a round trip) and exits with COMMAND's status (128+N when
-    signal N killed it). With --rerun it campaigns again instead.
+    signal N killed it). With --rerun it campaigns again instead; a
+    COMMAND that keeps failing at once is rerun after growing pauses
+    (2, 4, 8... retry periods, up to a minute).
   - --try: one attempt only; if another instance leads, exit 4 at once.
     With --hold D the leadership is kept D after COMMAND exits by itself,
     so that a standby starting later finds it taken: run-once for cron.
@@ -79,10 +81,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	conn.register(c.fs)
 	c.fs.DurationVar(&durations.ttl, "ttl", election.DefaultTTL, "lifetime of the leadership on the server after each renewal: a crashed leader is replaced within it")
 	c.fs.DurationVar(&durations.renewDeadline, "renew-deadline", 0, "how long the leader goes on without a successful renewal before it stops COMMAND (default 2/3 of --ttl)")
-	c.fs.DurationVar(&durations.retry, "retry-period", 0, "renewal interval, and the standbys' fallback retry pace (default 1/5 of --renew-deadline)")
+	c.fs.DurationVar(&durations.retry, "retry-period", 0, "renewal interval, and the pause after a --rerun release (default 1/5 of --renew-deadline)")
 	c.fs.DurationVar(&durations.grace, "grace", 0, "time COMMAND gets to exit after SIGTERM before SIGKILL (default and maximum: --ttl minus --renew-deadline, so two COMMANDs never run at once)")
 	c.fs.StringVar(&identity, "identity", "", "this candidate's `name` in the leader record and BATON_IDENTITY (default hostname-pid-random)")
-	c.fs.BoolVar(&rerun, "rerun", false, "when COMMAND exits, release, campaign again and rerun it instead of exiting")
+	c.fs.BoolVar(&rerun, "rerun", false, "when COMMAND exits, release, campaign again and rerun it instead of exiting (after growing pauses while it keeps failing at once)")
 	c.fs.BoolVar(&try, "try", false, "make one attempt: if another instance leads, exit 4 without running COMMAND (for cron: see --hold)")
 	c.fs.DurationVar(&hold, "hold", 0, "with --try: after COMMAND exits by itself, keep the leadership this long, so that hosts whose cron starts later do not run COMMAND again")
 	c.fs.IntVar(&replicas, "replicas", 0, "wait until `N` replicas acknowledged each acquisition and renewal (WAIT): set it to the replicas a failover can promote (Sentinel, Cluster), so a failover cannot lose a term")
@@ -132,6 +134,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		args:  c.fs.Args()[1:],
 		name:  conn.name,
 		grace: durations.grace,
+		retry: durations.retry,
 		rerun: rerun,
 		log:   logger,
 		stop:  stop,
@@ -229,10 +232,77 @@ func (r *runner) run(ctx context.Context, cfg election.Config, conn *connFlags, 
 	r.elector = e
 	r.log.Info("baton: campaigning", "name", cfg.Name, "identity", e.Identity(), "ttl", cfg.TTL,
 		"renew_deadline", cfg.RenewDeadline, "retry_period", cfg.RetryPeriod, "grace", r.grace)
-	if err := e.Run(ctx); err != nil && ctx.Err() == nil {
-		return errorf(stderr, describeRefusal(opt, err))
+	for {
+		// Each Run ends with ctx (baton stops), with a permanent error, or
+		// with runCtx when a command that keeps failing asks for a pause
+		// (see lead): Run then releases, and this loop pauses before
+		// campaigning again.
+		runCtx, endRun := context.WithCancel(ctx)
+		r.mu.Lock()
+		r.endRun = endRun
+		r.mu.Unlock()
+		err := e.Run(runCtx)
+		ended := runCtx.Err() != nil
+		endRun()
+		if err != nil && !ended {
+			return errorf(stderr, describeRefusal(opt, err))
+		}
+		pause := r.takePause()
+		if ctx.Err() != nil || pause == 0 || !sleep(ctx, pause) {
+			return r.status()
+		}
+		r.log.Info("baton: campaigning again after the pause", "name", cfg.Name)
 	}
-	return r.status()
+}
+
+// Pacing of --rerun for a command that keeps failing: a non-zero exit less
+// than maxRerunPause after the start is a quick failure. After the first
+// one in a row baton releases and campaigns again as after any exit
+// (the elector pauses one retry period after a release, so a standby can
+// win); after the n-th, n >= 2, it also stops campaigning for
+// 2^(n-1) retry periods, up to maxRerunPause, so that a command failing at
+// once on every host does not restart several times a second across the
+// fleet. An exit 0, or a run that lasted maxRerunPause, starts the count
+// again.
+const maxRerunPause = time.Minute
+
+// rerunPause is the pause before campaigning again after the n-th quick
+// failure in a row: none for the first, then 2, 4, 8, ... retry periods,
+// up to the larger of maxRerunPause and retry.
+func rerunPause(retry time.Duration, n int) time.Duration {
+	if n < 2 {
+		return 0
+	}
+	limit := max(maxRerunPause, retry)
+	d := retry
+	for range n - 1 {
+		if d >= limit/2 {
+			return limit
+		}
+		d *= 2
+	}
+	return d
+}
+
+// takePause returns and clears the pause that lead asked for.
+func (r *runner) takePause() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.pause
+	r.pause = 0
+	return d
+}
+
+// sleep waits for d or the end of ctx, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // runner runs the command for each term of `baton run`.
@@ -241,6 +311,7 @@ type runner struct {
 	args  []string
 	name  string
 	grace time.Duration
+	retry time.Duration // the retry period: the unit of --rerun's pauses
 	rerun bool
 	log   *slog.Logger
 	stop  context.CancelFunc // ends Run: the leadership is released if held
@@ -252,6 +323,9 @@ type runner struct {
 	stopping syscall.Signal // the SIGINT or SIGTERM that stops baton; 0 until then
 	exited   bool           // the command exited on its own (or after a forwarded signal) and baton stops
 	code     int            // baton's exit status once exited
+	failures int            // --rerun: quick non-zero exits in a row
+	pause    time.Duration  // --rerun: how long to wait before campaigning again, once the current Run ends
+	endRun   func()         // ends the current Run, not baton; nil with --try
 }
 
 // lead is OnElected: it runs the command for the term.
@@ -276,6 +350,7 @@ func (r *runner) lead(ctx context.Context, term callbacks.Term) {
 	}
 	r.child = c
 	r.mu.Unlock()
+	started := time.Now()
 	r.log.Info("baton: command started", "pgid", c.pgid, "fence", term.Fence)
 
 	select {
@@ -295,24 +370,41 @@ func (r *runner) lead(ctx context.Context, term callbacks.Term) {
 		return
 	}
 
+	ran := time.Since(started)
 	r.mu.Lock()
 	r.child = nil
 	finish := r.stopping != 0 || !r.rerun
 	if finish {
 		r.exited, r.code = true, c.code
 	}
+	if c.code != 0 && ran < maxRerunPause {
+		r.failures++
+	} else {
+		r.failures = 0
+	}
+	failures := r.failures
+	pause := rerunPause(r.retry, failures)
+	endRun := r.endRun
+	if !finish && pause > 0 && endRun != nil {
+		r.pause = pause
+	}
 	r.mu.Unlock()
-	if finish {
+	switch {
+	case finish:
 		r.log.Info("baton: command exited; releasing the leadership", "status", c.code)
 		r.stop()
-		return
+	case pause > 0 && endRun != nil:
+		r.log.Warn("baton: command failed again soon after it started; releasing the leadership and pausing before campaigning again",
+			"status", c.code, "ran", ran.Round(time.Millisecond), "failures_in_a_row", failures, "pause", pause)
+		endRun() // Run releases and returns; run pauses, then campaigns again
+	default:
+		level := slog.LevelInfo
+		if c.code != 0 {
+			level = slog.LevelWarn
+		}
+		r.log.Log(ctx, level, "baton: command exited; releasing the leadership and campaigning again", "status", c.code)
+		_ = r.elector.Resign(ctx) // starts the step-down and returns
 	}
-	level := slog.LevelInfo
-	if c.code != 0 {
-		level = slog.LevelWarn
-	}
-	r.log.Log(ctx, level, "baton: command exited; releasing the leadership and campaigning again", "status", c.code)
-	_ = r.elector.Resign(ctx) // starts the step-down and returns
 }
 
 // newLeader is OnNewLeader.

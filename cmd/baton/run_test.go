@@ -5,6 +5,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/baton-dev/baton/internal/valkeytest"
 )
@@ -113,6 +114,72 @@ func TestRerun(t *testing.T) {
 	p.signal(t, syscall.SIGTERM)
 	if code := p.wait(t); code != 0 && code != 143 {
 		t.Fatalf("baton exited %d after SIGTERM; want 0 (a command that exited) or 143", code)
+	}
+}
+
+// TestRerunBacksOffACommandThatKeepsFailing: with --rerun, a command that
+// fails at once is rerun after one retry period the first time, then after
+// pauses that double, each logged at warn.
+func TestRerunBacksOffACommandThatKeepsFailing(t *testing.T) {
+	t.Parallel()
+	s := valkeytest.Start(t)
+	ev := filepath.Join(t.TempDir(), "events")
+	// --ttl 2s: renew deadline 1.333s, retry period 266ms.
+	p := startBaton(t, helperEnv("exit", ev, envCode+"=3"), runArgs(s, "failing", "a", "--rerun")...)
+	waitFor(t, "four runs", func() bool { return len(starts(t, ev)) >= 4 })
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t); code != 143 && code != 3 {
+		t.Fatalf("baton exited %d after SIGTERM; want 143 (pausing) or 3 (the command's)", code)
+	}
+	log := p.stderr.String()
+	for _, want := range []string{
+		`level=WARN msg="baton: command exited; releasing the leadership and campaigning again" status=3`,
+		`level=WARN msg="baton: command failed again soon after it started; releasing the leadership and pausing before campaigning again" status=3`,
+		"failures_in_a_row=2 pause=532ms",
+		"failures_in_a_row=3 pause=1.064s",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	// The starts as logged: the gaps grow by the pauses.
+	var at []time.Time
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `msg="baton: command started"`) {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		tm, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			t.Fatalf("bad time in %q: %v", line, err)
+		}
+		at = append(at, tm)
+	}
+	if len(at) < 4 {
+		t.Fatalf("%d command starts logged; want >= 4", len(at))
+	}
+	for i, least := range []time.Duration{266 * time.Millisecond, 532 * time.Millisecond, 1064 * time.Millisecond} {
+		if gap := at[i+1].Sub(at[i]); gap < least {
+			t.Errorf("run %d started %v after run %d; want at least %v", i+2, gap, i+1, least)
+		}
+	}
+}
+
+func TestRerunPause(t *testing.T) {
+	t.Parallel()
+	const rp = 2 * time.Second
+	for _, tc := range []struct {
+		retry time.Duration
+		n     int
+		want  time.Duration
+	}{
+		{rp, 0, 0}, {rp, 1, 0}, {rp, 2, 2 * rp}, {rp, 3, 4 * rp}, {rp, 5, 16 * rp},
+		{rp, 6, maxRerunPause}, {rp, 1000, maxRerunPause},
+		{2 * time.Minute, 2, 2 * time.Minute}, // never above a retry period that is longer than the cap
+	} {
+		if got := rerunPause(tc.retry, tc.n); got != tc.want {
+			t.Errorf("rerunPause(%v, %d) = %v; want %v", tc.retry, tc.n, got, tc.want)
+		}
 	}
 }
 

@@ -1,7 +1,7 @@
 // Command active-passive is an HTTP service with one active replica: the
 // election's leader serves, standbys answer 503. /role is for a load
 // balancer's health check (200 only on the leader), /healthz for liveness
-// (503 only for a leader that has stopped renewing).
+// (election.HealthHandler: 503 only for a leader that has stopped renewing).
 package main
 
 import (
@@ -37,33 +37,35 @@ func main() {
 }
 
 func run(ctx context.Context, addr, listen, name string) error {
-	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}})
+	// No client-side caching: baton does not use it, and it needs the
+	// CLIENT TRACKING permission (see docs/operations.md).
+	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true})
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 
-	const ttl = 5 * time.Second
-	health := callbacks.NewHealth(ttl) // a leader silent for a whole TTL has lost its key
 	e, err := election.New(client, election.Config{
 		Name: name,
-		TTL:  ttl, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond,
+		TTL:  5 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond,
 		// The service itself needs no per-term work: the role is all it routes on.
-		Callbacks: callbacks.Chain(callbacks.Callbacks{
+		Callbacks: callbacks.Callbacks{
 			OnElected: func(ctx context.Context, term callbacks.Term) {
 				slog.Info("active", "fence", term.Fence)
 				<-ctx.Done()
 			},
 			OnLost: func(term callbacks.Term) { slog.Info("standby", "fence", term.Fence) },
-		}, health.Callbacks()),
-		OnRenew: health.Renewed,
+		},
 	})
 	if err != nil {
 		return err
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", health)
+	// Read from the elector itself: nothing else to wire. 503 only for a
+	// leader that has gone RenewDeadline without a renewal and still has not
+	// stepped down, which is stuck: restarting it is the fix.
+	mux.Handle("GET /healthz", election.HealthHandler(e, 0))
 	mux.HandleFunc("GET /role", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := e.Term(); !ok {
 			http.Error(w, "standby", http.StatusServiceUnavailable)

@@ -34,7 +34,9 @@ func main() {
 }
 
 func run(ctx context.Context, addr, name string, every time.Duration) error {
-	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}})
+	// No client-side caching: baton does not use it, and it needs the
+	// CLIENT TRACKING permission (see docs/operations.md).
+	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true})
 	if err != nil {
 		return err
 	}
@@ -60,7 +62,7 @@ func run(ctx context.Context, addr, name string, every time.Duration) error {
 	if err != nil {
 		return err
 	}
-	slog.Info("campaigning", "name", name, "identity", e.Identity())
+	slog.Info("campaigning", "name", name, "identity", e.Identity(), "pid", os.Getpid())
 	if err := e.Run(ctx); !errors.Is(err, context.Canceled) {
 		return err
 	}

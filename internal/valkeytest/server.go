@@ -549,20 +549,22 @@ func (s *Server) logTail() string {
 // freePorts returns a free port and, if bus is set, a second, different one
 // for the cluster bus, whose default (port+10000) can be taken or above 65535.
 func freePorts(bus bool) (port, busPort int, err error) {
-	if port, err = freePort(); err != nil || !bus {
+	if port, err = FreePort(); err != nil || !bus {
 		return port, 0, err
 	}
 	for busPort == 0 || busPort == port {
-		if busPort, err = freePort(); err != nil {
+		if busPort, err = FreePort(); err != nil {
 			return 0, 0, err
 		}
 	}
 	return port, busPort, nil
 }
 
-// freePort asks the kernel for a free loopback port. The port is free only
-// until someone else takes it, hence the retries in Start.
-func freePort() (int, error) {
+// FreePort asks the kernel for a free loopback port. The port is free only
+// until someone else takes it, hence the retries in Start. It needs no
+// testing.TB: the bench program, a module of its own, uses it too (Go's
+// internal rule goes by import path, and bench's is under this module's).
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
