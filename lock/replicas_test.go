@@ -32,7 +32,9 @@ func startReplicated(t *testing.T) (primary, replica *valkeytest.Server) {
 // the replica follows again, both succeed.
 func TestUnacknowledgedWritesDoNotCount(t *testing.T) {
 	primary, replica := startReplicated(t)
-	l, err := New(primary.Client(t), "acked", Config{TTL: time.Minute, Replicas: 1, ReplicaTimeout: 100 * time.Millisecond})
+	// Long enough for a loaded machine's replica to acknowledge the steps
+	// that must succeed; each step that must fail waits it out.
+	l, err := New(primary.Client(t), "acked", Config{TTL: time.Minute, Replicas: 1, ReplicaTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
