@@ -9,32 +9,10 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
+	"github.com/baton-dev/baton/internal/valkeytest"
 	"github.com/baton-dev/baton/lock"
 	"github.com/valkey-io/valkey-go"
 )
-
-// electionACL is every permission an elector needs with the default prefix
-// (docs/operations.md); tests take one away.
-var electionACL = []string{
-	"resetkeys", "~baton:*", "~{baton:*", "resetchannels", "&{baton:*", "-@all",
-	"+ping", "+eval", "+evalsha", "+get", "+set", "+del", "+exists", "+pttl", "+pexpire",
-	"+time", "+publish", "+subscribe", "+multi", "+exec",
-	"+lpop", "+rpush", "+lpush", "+lpos", "+lrem", "+incr", "+persist",
-}
-
-func withoutRules(rules []string, drop ...string) []string {
-	var out []string
-next:
-	for _, r := range rules {
-		for _, d := range drop {
-			if r == d {
-				continue next
-			}
-		}
-		out = append(out, r)
-	}
-	return out
-}
 
 // aclClient creates the ACL user name with rules and returns a client
 // logged in as it.
@@ -76,11 +54,11 @@ func TestRunReturnsPermanentErrors(t *testing.T) {
 		rules []string
 		want  string
 	}{
-		{"no-evalsha", withoutRules(electionACL, "+evalsha"), "EVALSHA"},
-		{"no-time", withoutRules(electionACL, "+time"), "TIME"},
-		{"no-multi", withoutRules(electionACL, "+multi"), "MULTI"},
-		{"no-publish", withoutRules(electionACL, "+publish"), "PUBLISH"},
-		{"no-subscribe", withoutRules(electionACL, "+subscribe"), "SUBSCRIBE"},
+		{"no-evalsha", valkeytest.Without(valkeytest.ACL, "+evalsha"), "EVALSHA"},
+		{"no-time", valkeytest.Without(valkeytest.ACL, "+time"), "TIME"},
+		{"no-multi", valkeytest.Without(valkeytest.ACL, "+multi"), "MULTI"},
+		{"no-publish", valkeytest.Without(valkeytest.ACL, "+publish"), "PUBLISH"},
+		{"no-subscribe", valkeytest.Without(valkeytest.ACL, "+subscribe"), "SUBSCRIBE"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			checkLeaks(t)
@@ -233,10 +211,10 @@ func TestRevokedSubscriptionIsLoggedOnce(t *testing.T) {
 	g := newGroup(t)
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	client := g.aclClient(t, "u", electionACL)
+	client := g.aclClient(t, "u", valkeytest.ACL)
 	a := g.addWith("a", client, func(c *Config) { c.Logger = logger }).start()
 	_, cur := g.log.await(t, 0, "election of a", isElected)
-	b := g.addWith("b", g.aclClient(t, "u", electionACL), func(c *Config) { c.Logger = logger }).start()
+	b := g.addWith("b", g.aclClient(t, "u", valkeytest.ACL), func(c *Config) { c.Logger = logger }).start()
 	g.log.await(t, 0, "b seeing a lead", func(ev event) bool { return ev.kind == evLeader && ev.id == "b" && ev.leader.Identity == "a" })
 
 	g.srv.Do(t, "ACL", "SETUSER", "u", "-subscribe")

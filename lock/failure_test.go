@@ -15,35 +15,6 @@ import (
 	"github.com/valkey-io/valkey-go"
 )
 
-// fullACL is every permission the lock needs with the default prefix (see
-// docs/operations.md); tests take one away.
-var fullACL = []string{
-	"resetkeys", "~baton:*", "~{baton:*", "resetchannels", "&{baton:*", "-@all",
-	"+ping", "+eval", "+evalsha", "+get", "+set", "+del", "+exists", "+pttl", "+pexpire",
-	"+time", "+publish", "+subscribe", "+multi", "+exec",
-	"+lpop", "+rpush", "+lpush", "+lpos", "+lrem", "+incr", "+persist",
-}
-
-// without returns rules minus the ones named.
-func without(rules []string, drop ...string) []string {
-	var out []string
-	for _, r := range rules {
-		if !slicesContains(drop, r) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
 // aclClient creates the ACL user name with rules on e's server and returns a
 // client logged in as it.
 func (e *env) aclClient(t *testing.T, name string, rules []string) valkey.Client {
@@ -91,9 +62,9 @@ func TestPermanentErrorsAreMisconfigured(t *testing.T) {
 		rules []string
 		want  string // in the error's text
 	}{
-		{"no-evalsha-nor-eval", without(fullACL, "+evalsha", "+eval"), "evalsha"},
-		{"no-time", without(fullACL, "+time"), "'time'"},
-		{"no-fence-key", without(fullACL, "~{baton:*"), "NOPERM"},
+		{"no-evalsha-nor-eval", valkeytest.Without(valkeytest.ACL, "+evalsha", "+eval"), "evalsha"},
+		{"no-time", valkeytest.Without(valkeytest.ACL, "+time"), "'time'"},
+		{"no-fence-key", valkeytest.Without(valkeytest.ACL, "~{baton:*"), "NOPERM"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l, err := New(e.aclClient(t, c.name, c.rules), "perm-"+c.name, Config{TTL: time.Minute})
@@ -130,7 +101,7 @@ func TestPermanentErrorsAreMisconfigured(t *testing.T) {
 		}
 	})
 	t.Run("full-acl-checks-clean", func(t *testing.T) {
-		l, err := New(e.aclClient(t, "full", fullACL), "checked", Config{TTL: time.Minute})
+		l, err := New(e.aclClient(t, "full", valkeytest.ACL), "checked", Config{TTL: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +123,7 @@ func TestPermanentErrorsAreMisconfigured(t *testing.T) {
 
 func TestCheckNamesWhatIsRefused(t *testing.T) {
 	e := newEnv(t)
-	c := e.aclClient(t, "nopub", without(fullACL, "+time", "+publish"))
+	c := e.aclClient(t, "nopub", valkeytest.Without(valkeytest.ACL, "+time", "+publish"))
 	l, err := New(c, "check", Config{TTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +157,7 @@ func TestUnknownCommandIsMisconfigured(t *testing.T) {
 // PUBLISH fails before it sets the key, so there is no phantom holder.
 func TestAnnounceRefusedWritesNothing(t *testing.T) {
 	e := newEnv(t)
-	l, err := New(e.aclClient(t, "nopublish", without(fullACL, "+publish")), "announced", Config{TTL: time.Minute, Announce: true})
+	l, err := New(e.aclClient(t, "nopublish", valkeytest.Without(valkeytest.ACL, "+publish")), "announced", Config{TTL: time.Minute, Announce: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +175,7 @@ func TestAnnounceRefusedWritesNothing(t *testing.T) {
 func TestRefusedPublishStillReleases(t *testing.T) {
 	e := newEnv(t)
 	var logs logBuffer
-	l, err := New(e.aclClient(t, "nopub", without(fullACL, "+publish")), "quiet", Config{TTL: time.Minute, Logger: logs.logger()})
+	l, err := New(e.aclClient(t, "nopub", valkeytest.Without(valkeytest.ACL, "+publish")), "quiet", Config{TTL: time.Minute, Logger: logs.logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +443,7 @@ func TestReleaseAfterAnUnansweredCallIsSentAsEval(t *testing.T) {
 func TestRefusedSubscriptionBacksOff(t *testing.T) {
 	e := newEnv(t)
 	var logs logBuffer
-	client := e.aclClient(t, "nosub", without(fullACL, "+subscribe"))
+	client := e.aclClient(t, "nosub", valkeytest.Without(valkeytest.ACL, "+subscribe"))
 	cfg := Config{TTL: time.Minute, RetryInterval: 50 * time.Millisecond, Logger: logs.logger()}
 	holder := mustAcquire(t, e.lock(t, "nosub", cfg))
 	l, err := New(client, "nosub", cfg)

@@ -10,28 +10,12 @@ import (
 	"github.com/baton-dev/baton/internal/valkeytest"
 )
 
-// fullACL is the user docs/operations.md documents; tests take one away.
-var fullACL = []string{
-	"resetkeys", "~baton:*", "~{baton:*", "resetchannels", "&{baton:*", "-@all",
-	"+ping", "+eval", "+evalsha", "+get", "+set", "+del", "+exists", "+pttl", "+pexpire",
-	"+time", "+publish", "+subscribe", "+multi", "+exec",
-	"+lpop", "+rpush", "+lpush", "+lpos", "+lrem", "+incr", "+persist",
-}
-
-// aclEnv creates user name with rules (fullACL minus drop) on s and returns
+// aclEnv creates user name with rules (valkeytest.ACL minus drop) on s and returns
 // the environment that logs baton in as it.
 func aclEnv(t *testing.T, s *valkeytest.Server, name string, drop ...string) []string {
 	t.Helper()
 	args := []string{"ACL", "SETUSER", name, "reset", "on", ">pw"}
-next:
-	for _, r := range fullACL {
-		for _, d := range drop {
-			if r == d {
-				continue next
-			}
-		}
-		args = append(args, r)
-	}
+	args = append(args, valkeytest.Without(valkeytest.ACL, drop...)...)
 	if err := s.Do(t, args...).Error(); err != nil {
 		t.Fatal(err)
 	}

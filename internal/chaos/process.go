@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/chaos/wire"
+	"github.com/baton-dev/baton/internal/valkeytest"
 )
 
 // Binaries are the programs a run starts, built with -race.
@@ -138,7 +139,7 @@ func (r *run) startProc(s *slot) (*proc, error) {
 	// wins.
 	p.cmd.Env = append(p.cmd.Env, "GORACE=atexit_sleep_ms=50 "+os.Getenv("GORACE"))
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = sysProcAttr()
+	p.cmd.SysProcAttr = valkeytest.SysProcAttr()
 	p.started = wire.Now()
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("chaos: start %s: %w", p.identity, err)
@@ -198,7 +199,7 @@ func (p *proc) pause() error {
 		return fmt.Errorf("chaos: pause %s: %w", p.identity, err)
 	}
 	p.paused = true
-	if err := awaitStopped(p.cmd.Process.Pid, p.done); err != nil {
+	if err := valkeytest.AwaitStopped(p.cmd.Process.Pid, p.done); err != nil {
 		return fmt.Errorf("chaos: pause %s: %w", p.identity, err)
 	}
 	return nil

@@ -9,19 +9,20 @@ import (
 	"time"
 )
 
-// sysProcAttr has the kernel kill valkey-server when the test binary dies
-// without running its cleanups (a test timeout, a crash), so no server
-// outlives its test. Strictly the signal follows the death of the OS thread
-// that started the server; Go retires threads only after a goroutine exits
-// while locked to one with runtime.LockOSThread.
-func sysProcAttr() *syscall.SysProcAttr {
+// SysProcAttr has the kernel kill a child process (valkey-server, or a
+// chaos candidate) when the test binary dies without running its cleanups
+// (a test timeout, a crash), so no child outlives its test. Strictly the
+// signal follows the death of the OS thread that started the child; Go
+// retires threads only after a goroutine exits while locked to one with
+// runtime.LockOSThread.
+func SysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// awaitStopped returns once the process's state in /proc is "stopped":
+// AwaitStopped returns once the process's state in /proc is "stopped":
 // SIGSTOP is delivered asynchronously, and a command sent in between would
-// still be answered.
-func awaitStopped(pid int, exited <-chan struct{}) error {
+// still be answered. exited closes when the process has exited.
+func AwaitStopped(pid int, exited <-chan struct{}) error {
 	path := "/proc/" + strconv.Itoa(pid) + "/stat"
 	deadline := time.Now().Add(5 * time.Second)
 	tick := time.NewTicker(time.Millisecond)

@@ -4,10 +4,10 @@ package valkeytest
 
 import "syscall"
 
-// sysProcAttr asks for nothing special where the parent-death signal does
+// SysProcAttr asks for nothing special where the parent-death signal does
 // not exist.
-func sysProcAttr() *syscall.SysProcAttr { return nil }
+func SysProcAttr() *syscall.SysProcAttr { return nil }
 
-// awaitStopped cannot observe the stop without /proc; SIGSTOP is delivered
+// AwaitStopped cannot observe the stop without /proc; SIGSTOP is delivered
 // promptly in practice.
-func awaitStopped(int, <-chan struct{}) error { return nil }
+func AwaitStopped(int, <-chan struct{}) error { return nil }

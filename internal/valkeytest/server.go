@@ -217,7 +217,7 @@ func (s *Server) Pause(tb testing.TB) {
 	if err := s.proc.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		tb.Fatalf("valkeytest: pause: %v", err)
 	}
-	if err := awaitStopped(s.proc.cmd.Process.Pid, s.proc.done); err != nil {
+	if err := AwaitStopped(s.proc.cmd.Process.Pid, s.proc.done); err != nil {
 		tb.Fatalf("valkeytest: pause: %v", err)
 	}
 	s.paused = true
@@ -417,7 +417,7 @@ func (s *Server) launch(port int) (*process, error) {
 		args = append(args, "--cluster-port", strconv.Itoa(s.busPort))
 	}
 	cmd := exec.Command(s.bin, append(args, s.args...)...)
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = SysProcAttr()
 	// Errors before the log file is open (a bad argument) go to stderr.
 	logf, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
