@@ -14,7 +14,9 @@ import (
 // the key or channel it was checked on.
 //
 // KEYS: lock, fence, queue. ARGV[1] = the lock's channel, ARGV[2] = its
-// grant channel.
+// grant channel, ARGV[3] = the replica acknowledgement the lock sends after
+// its writes: "WAIT", "WAITAOF" or "" (Config.Replicas, Config.AOF).
+// On a cluster the sharded set of scripts checks SPUBLISH and SSUBSCRIBE.
 var checkLua = `
 local refused = {}
 local function need(...)
@@ -45,12 +47,19 @@ need('INCR', KEYS[2])
 need('PERSIST', KEYS[1])
 need('MULTI')
 need('EXEC')
+if ARGV[3] == 'WAIT' then
+  need('WAIT', '1', '0')
+elseif ARGV[3] == 'WAITAOF' then
+  need('WAITAOF', '1', '1', '0')
+end
 return refused
 `
 
 // Check asks the server whether this client may do everything the lock does:
 // the commands that its scripts run (TIME, SET, LPOP, PUBLISH, ...), on its
-// keys and channels, plus SUBSCRIBE for waiting and MULTI/EXEC for Inspect. It runs
+// keys and channels, plus SUBSCRIBE for waiting, MULTI/EXEC for Inspect, and
+// WAIT (WAITAOF with Config.AOF) when Config.Replicas is set; on a Valkey
+// Cluster, SPUBLISH and SSUBSCRIBE instead of PUBLISH and SUBSCRIBE. It runs
 // nothing but one read-only EVAL, and changes nothing.
 //
 // It returns nil, or an error wrapping ErrMisconfigured that lists what the
@@ -60,7 +69,14 @@ return refused
 // permission is reported at once rather than at the first acquisition.
 // It needs Valkey 7.2 or later (Lua's server.acl_check_cmd).
 func (l *Lock) Check(ctx context.Context) error {
-	refused, err := l.scripts.check.eval.Exec(ctx, l.client, l.keyList, []string{l.keys.channel, l.keys.grant + l.id}).AsStrSlice()
+	ack := ""
+	switch {
+	case l.cfg.Replicas > 0 && l.cfg.AOF:
+		ack = "WAITAOF"
+	case l.cfg.Replicas > 0:
+		ack = "WAIT"
+	}
+	refused, err := l.scripts.check.eval.Exec(ctx, l.client, l.keyList, []string{l.keys.channel, l.keys.grant + l.id, ack}).AsStrSlice()
 	if err != nil {
 		return l.fail(ctx, "check", err)
 	}

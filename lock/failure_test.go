@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -137,6 +138,45 @@ func TestCheckNamesWhatIsRefused(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "SUBSCRIBE") {
 		t.Errorf("Check = %v; names SUBSCRIBE, which the user may run", err)
+	}
+}
+
+// TestCheckNamesTheReplicaWait: a lock that waits for replicas needs WAIT
+// (WAITAOF with AOF), which the documented user lacks until it is granted.
+func TestCheckNamesTheReplicaWait(t *testing.T) {
+	e := newEnv(t)
+	c := e.aclClient(t, "nowait", valkeytest.ACL)
+	for _, tc := range []struct {
+		cfg  Config
+		want string // refused command; "" for none
+	}{
+		{Config{TTL: time.Second}, ""},
+		{Config{TTL: time.Second, Replicas: 1}, "WAIT"},
+		{Config{TTL: time.Second, Replicas: 1, AOF: true}, "WAITAOF"},
+	} {
+		l, err := New(c, "check-wait", tc.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = l.Check(ctxT(t))
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("Check without Replicas = %v; want nil", err)
+			}
+			continue
+		}
+		wantErr(t, "Check", err, ErrMisconfigured)
+		if !strings.Contains(err.Error(), "refuses this user "+tc.want) {
+			t.Errorf("Check with %+v = %v; want it to name %s alone", tc.cfg, err, tc.want)
+		}
+	}
+	granted := e.aclClient(t, "wait", append(slices.Clone(valkeytest.ACL), "+wait", "+waitaof"))
+	l, err := New(granted, "check-wait", Config{TTL: time.Second, Replicas: 1, AOF: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Check(ctxT(t)); err != nil {
+		t.Errorf("Check with +wait +waitaof = %v; want nil", err)
 	}
 }
 

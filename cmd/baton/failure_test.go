@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,12 +16,16 @@ import (
 // the environment that logs baton in as it.
 func aclEnv(t *testing.T, s *valkeytest.Server, name string, drop ...string) []string {
 	t.Helper()
-	args := []string{"ACL", "SETUSER", name, "reset", "on", ">pw"}
-	args = append(args, valkeytest.Without(valkeytest.ACL, drop...)...)
-	if err := s.Do(t, args...).Error(); err != nil {
+	user(t, s, name, valkeytest.Without(valkeytest.ACL, drop...))
+	return []string{"VALKEY_USERNAME=" + name, "VALKEY_PASSWORD=pw"}
+}
+
+// user creates the ACL user name, password "pw", with rules on s.
+func user(t *testing.T, s *valkeytest.Server, name string, rules []string) {
+	t.Helper()
+	if err := s.Do(t, slices.Concat([]string{"ACL", "SETUSER", name, "reset", "on", ">pw"}, rules)...).Error(); err != nil {
 		t.Fatal(err)
 	}
-	return []string{"VALKEY_USERNAME=" + name, "VALKEY_PASSWORD=pw"}
 }
 
 // oneLine checks that stderr is one line containing every want.
@@ -106,6 +112,41 @@ func TestWrongServerKindExitsOne(t *testing.T) {
 	if code, _, stderr := runBaton(t, nil, "leader", "--addr", replica.Addr(), "--name", "x"); code != exitNoLeader {
 		t.Fatalf("baton leader on a replica = %d %q; want 3: reading a replica is fine", code, stderr)
 	}
+}
+
+// TestOnAClusterWithTheDocumentedUser: with the documented user and the
+// rules docs/operations.md adds for a cluster, one seed address is enough
+// for run, leader and watch; without the sharded Pub/Sub rules, run names
+// them and exits 1.
+func TestOnAClusterWithTheDocumentedUser(t *testing.T) {
+	t.Parallel()
+	c := valkeytest.StartCluster(t)
+	topology := []string{"+cluster|shards", "+cluster|slots"}
+	for _, node := range c.Nodes() { // ACL users are per node
+		user(t, node, "clustered", slices.Concat(valkeytest.ACL, topology, []string{"+spublish", "+ssubscribe"}))
+		user(t, node, "noshard", slices.Concat(valkeytest.ACL, topology))
+	}
+	env := []string{"VALKEY_USERNAME=clustered", "VALKEY_PASSWORD=pw"}
+	noShard := []string{"VALKEY_USERNAME=noshard", "VALKEY_PASSWORD=pw"}
+	seed := c.Addrs()[0]
+
+	ev := filepath.Join(t.TempDir(), "events")
+	code, _, stderr := runBaton(t, append(helperEnv("exit", ev, envCode+"=0"), env...),
+		"run", "--cluster", "--addr", seed, "--name", "clustered", "--identity", "a", "--ttl", "2s", "--try", "--hold", "1m", "--", os.Args[0])
+	if code != exitOK || len(starts(t, ev)) != 1 {
+		t.Fatalf("baton run --try on a cluster = %d, %d starts; want 0, 1:\n%s", code, len(starts(t, ev)), stderr)
+	}
+	code, out, stderr := runBaton(t, env, "leader", "--cluster", "--addr", seed, "--name", "clustered")
+	if code != exitOK || !strings.HasPrefix(out, "a ") {
+		t.Fatalf("baton leader on a cluster = %d %q %q; want a", code, out, stderr)
+	}
+	code, _, stderr = runBaton(t, append(helperEnv("exit", ev, envCode+"=0"), noShard...),
+		"run", "--cluster", "--addr", seed, "--name", "sharded", "--identity", "b", "--ttl", "2s", "--", os.Args[0])
+	if code != exitError {
+		t.Fatalf("baton run on a cluster without +spublish = %d; want 1:\n%s", code, stderr)
+	}
+	last := strings.TrimSuffix(stderr, "\n")
+	oneLine(t, "run without sharded Pub/Sub", last[strings.LastIndex(last, "\n")+1:], "baton: the server refuses", "SPUBLISH", "SSUBSCRIBE")
 }
 
 // TestDurationFlags: defaults are safe together, zero and negative values
