@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 TTL=2s
 NAME=demo
-BATON=bin/baton
+BATON=$PWD/bin/baton # absolute: the leftover check below matches its supervisors by path
 
 scripts/ensure-valkey.sh
 echo "==> building $BATON"
@@ -165,7 +165,7 @@ watch_pid=""
 stop "$valkey_pid"
 valkey_pid=""
 wait 2>/dev/null || true
-left=$(pgrep -f "demo-$port|127\.0\.0\.1:$port|_supervise" || true)
+left=$(pgrep -f "demo-$port|127\.0\.0\.1:$port|$BATON _supervise" || true)
 
 cat <<EOF
 
