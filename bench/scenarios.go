@@ -252,26 +252,51 @@ func runParallel(ctx context.Context, e *env, p peer, tag string, r *result) err
 }
 
 // runContended: 16 goroutines share one instance and loop Lock + unlock on
-// one key. The window opens after a warm-up, so connection setup is not
-// counted; exclusion is checked throughout.
+// one key.
 func runContended(ctx context.Context, e *env, p peer, tag string, r *result) error {
 	im, err := open(e, p)
 	if err != nil {
 		return err
 	}
 	defer im.Close()
-	key := "con:" + tag
+	c, err := contend(ctx, e, []impl{im}, contenders, "con:"+tag)
+	if err != nil {
+		return err
+	}
+	r.conAcq = append(r.conAcq, c.rate)
+	r.conMinMax = append(r.conMinMax, minMax(c.counts))
+	r.conCmds = append(r.conCmds, c.cmds)
+	r.conOverlaps += c.overlaps
+	return nil
+}
+
+// contention is what one window of contend measured.
+type contention struct {
+	rate     float64 // acquisitions per second
+	counts   []int64 // acquisitions of each worker; worker w runs on ims[w/each]
+	cmds     float64 // server commands per acquisition, script internals included
+	clients  int64   // the server's connected clients in the middle of the window; -1 when unknown
+	overlaps int64   // two holders at once, seen at any time before the window closed
+}
+
+// contend runs each goroutines on every instance of ims, all looping
+// blocking Lock + unlock on key, for contendedWarm and then a window of
+// e.dur. An atomic counter of holders checks exclusion throughout; the
+// window opens after the warm-up, so connection setup is not counted.
+func contend(ctx context.Context, e *env, ims []impl, each int, key string) (contention, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	workers := len(ims) * each
 	var (
 		wg       sync.WaitGroup
-		counts   [contenders]atomic.Int64
+		counts   = make([]atomic.Int64, workers)
 		inside   atomic.Int32
 		overlaps atomic.Int64
 		errMu    sync.Mutex
 		firstErr error
 	)
-	for w := range contenders {
+	for w := range workers {
+		im := ims[w/each]
 		wg.Go(func() {
 			for {
 				unlock, err := im.Lock(wctx, key)
@@ -283,6 +308,8 @@ func runContended(ctx context.Context, e *env, p peer, tag string, r *result) er
 					}
 					return
 				}
+				// After the window a holder may lose its lock to the
+				// cancellation (valkeylock's does): overlaps count until then.
 				if inside.Add(1) != 1 && wctx.Err() == nil {
 					overlaps.Add(1)
 				}
@@ -301,51 +328,62 @@ func runContended(ctx context.Context, e *env, p peer, tag string, r *result) er
 			}
 		})
 	}
-	snapshot := func() (per [contenders]int64, total int64) {
+	snapshot := func() []int64 {
+		per := make([]int64, workers)
 		for i := range counts {
 			per[i] = counts[i].Load()
-			total += per[i]
 		}
-		return per, total
+		return per
+	}
+	stop := func() {
+		cancel()
+		wg.Wait()
 	}
 	time.Sleep(contendedWarm)
 	c0, err := e.srv.commands(ctx)
 	if err != nil {
-		cancel()
-		wg.Wait()
-		return err
+		stop()
+		return contention{}, err
 	}
-	per0, total0 := snapshot()
+	per0 := snapshot()
 	start := time.Now()
-	time.Sleep(e.dur)
-	per1, total1 := snapshot()
+	time.Sleep(e.dur / 2)
+	conns, connErr := e.srv.clients(ctx)
+	time.Sleep(e.dur - e.dur/2)
+	per1 := snapshot()
 	elapsed := time.Since(start)
 	cmds, err := commandsSince(ctx, e, c0)
-	cancel()
-	wg.Wait()
+	stop()
 	if err != nil {
-		return err
+		return contention{}, err
 	}
 	if firstErr != nil {
-		return firstErr
+		return contention{}, firstErr
 	}
-	acq := total1 - total0
-	if acq == 0 {
-		return errors.New("no acquisition in the window")
+	c := contention{counts: make([]int64, workers), clients: -1, overlaps: overlaps.Load()}
+	if connErr == nil {
+		c.clients = conns
 	}
-	fewest, most := int64(-1), int64(0)
+	var acq int64
 	for i := range per1 {
-		d := per1[i] - per0[i]
-		if fewest < 0 || d < fewest {
-			fewest = d
-		}
-		most = max(most, d)
+		c.counts[i] = per1[i] - per0[i]
+		acq += c.counts[i]
 	}
-	r.conAcq = append(r.conAcq, float64(acq)/elapsed.Seconds())
-	r.conMinMax = append(r.conMinMax, float64(fewest)/float64(most))
-	r.conCmds = append(r.conCmds, float64(cmds)/float64(acq))
-	r.conOverlaps += overlaps.Load()
-	return nil
+	if acq == 0 {
+		return contention{}, errors.New("no acquisition in the window")
+	}
+	c.rate = float64(acq) / elapsed.Seconds()
+	c.cmds = float64(cmds-1) / float64(acq) // less the INFO clients
+	return c, nil
+}
+
+// minMax is the fewest of counts over the most; 0 when the most is 0.
+func minMax(counts []int64) float64 {
+	most := slices.Max(counts)
+	if most == 0 {
+		return 0
+	}
+	return float64(slices.Min(counts)) / float64(most)
 }
 
 type acquired struct {
