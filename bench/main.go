@@ -5,14 +5,17 @@
 //	cd bench && go run . -write ../docs/benchmarks.md  # and rewrite the peers section
 //
 // Every implementation is driven through the same small interface (impl) in
-// the same process against the same server. Each scenario runs a few rounds
-// and, within a round, every implementation once in turn (A B C A B C), so
-// drift of the machine spreads over all of them; scenario 1, whose
-// differences are smaller than that drift, alternates op by op within each
-// round instead. Throughputs are medians over
-// rounds; latencies are percentiles over the samples of all rounds. Ratios
-// are to baton in the same run. Scenarios 6 (election failover) and 7 (many
-// leases on one connection) measure baton alone, once.
+// the same process against the same server; an instance of an impl (its own
+// client, connections and lock objects) stands for one process. Each
+// scenario runs a few rounds and, within a round, every implementation once
+// in turn (A B C A B C), so drift of the machine spreads over all of them;
+// scenario 1, whose differences are smaller than that drift, alternates op
+// by op within each round instead, and scenario 4 (processes on one key)
+// runs its cases one after the other, each with every implementation in
+// turn. Throughputs are medians over rounds; latencies are percentiles over
+// the samples of all rounds. Ratios are to baton in the same run. Scenarios
+// 7 (election failover) and 8 (many leases on one connection) measure baton
+// alone, once.
 //
 // This is its own module so that the root module never depends on the peers.
 package main
@@ -41,13 +44,13 @@ const (
 
 func main() {
 	rounds := flag.Int("rounds", 3, "rounds; each runs every implementation once per scenario")
-	dur := flag.Duration("dur", time.Second, "length of one throughput window (scenarios 1-3)")
-	handoffs := flag.Int("handoffs", 34, "handoff samples per implementation per round (scenario 4)")
-	takeovers := flag.Int("takeovers", 2, "takeover samples per implementation per round (scenario 5)")
-	resigns := flag.Int("resigns", 30, "resign samples per election timing profile (scenario 6)")
-	crashes := flag.Int("crashes", 6, "crash samples with the fast election profile, about 1.2s each (scenario 6)")
-	slowCrash := flag.Bool("slowcrash", false, "also one crash sample with the client-go election profile, about 15s (scenario 6)")
-	leases := flag.Int("leases", 10000, "leases held at once (scenario 7)")
+	dur := flag.Duration("dur", time.Second, "length of one throughput window (scenarios 1-4)")
+	handoffs := flag.Int("handoffs", 34, "handoff samples per implementation per round (scenario 5)")
+	takeovers := flag.Int("takeovers", 2, "takeover samples per implementation per round (scenario 6)")
+	resigns := flag.Int("resigns", 30, "resign samples per election timing profile (scenario 7)")
+	crashes := flag.Int("crashes", 6, "crash samples with the fast election profile, about 1.2s each (scenario 7)")
+	slowCrash := flag.Bool("slowcrash", false, "also one crash sample with the client-go election profile, about 15s (scenario 7)")
+	leases := flag.Int("leases", 10000, "leases held at once (scenario 8)")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
 	write := flag.String("write", "", "rewrite the section between "+beginMarker+" and "+endMarker+" of this markdown file")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -96,7 +99,7 @@ func run(ctx context.Context, e *env, rounds int, only, write string) error {
 
 	results := make(map[string]*result, len(peers))
 	for _, p := range peers {
-		results[p.name] = &result{}
+		results[p.name] = newResult()
 	}
 	began := time.Now()
 	for _, s := range selected {

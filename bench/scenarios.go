@@ -19,10 +19,10 @@ type env struct {
 	dur       time.Duration // length of a throughput window
 	handoffs  int           // handoff samples per implementation per round
 	takeovers int           // takeover samples per implementation per round
-	resigns   int           // resign samples per election profile (scenario 6)
-	crashes   int           // crash samples with the fast profile (scenario 6)
+	resigns   int           // resign samples per election profile (scenario 7)
+	crashes   int           // crash samples with the fast profile (scenario 7)
 	slowCrash bool          // also one crash sample with the client-go profile (15s)
-	leases    int           // leases held at once (scenario 7)
+	leases    int           // leases held at once (scenario 8)
 }
 
 // result collects one implementation's figures over all rounds.
@@ -35,17 +35,23 @@ type result struct {
 	conAcq, conMinMax, conCmds []float64 // per round
 	conOverlaps                int64     // two holders at once, all rounds
 
+	procs []procResult // scenario 4, one per procScales case
+
 	handoff []time.Duration // every sample
 
 	takeover     []time.Duration // every sample
 	takeoverRate []float64       // server commands per second while waiting, per sample
 
-	failovers []failover // scenario 6, baton only
-	leaseRuns []leaseRun // scenario 7, baton only
-	leaseIdle float64    // scenario 7: share of one core the process used idle, before the cases
+	failovers []failover // scenario 7, baton only
+	leaseRuns []leaseRun // scenario 8, baton only
+	leaseIdle float64    // scenario 8: share of one core the process used idle, before the cases
 
-	errs     []string // scenarios 1-5: the implementation's figures are partial
-	soloErrs []string // scenarios 6 and 7
+	errs     []string // scenarios 1-6: the implementation's figures are partial
+	soloErrs []string // scenarios 7 and 8
+}
+
+func newResult() *result {
+	return &result{procs: make([]procResult, len(procScales))}
 }
 
 // scenario is one numbered scenario of the run: run once per implementation
@@ -62,10 +68,11 @@ var scenarios = []scenario{
 	{"1", "sequential acquire + release, one key", nil, runSequential, false},
 	{"2", "64 goroutines, distinct keys", runParallel, nil, false},
 	{"3", "16 goroutines, one key", runContended, nil, false},
-	{"4", "handoff to a blocked waiter", runHandoff, nil, false},
-	{"5", "takeover after a crashed holder", runTakeover, nil, false},
-	{"6", "election failover", runElection, nil, true},
-	{"7", "many leases on one connection", runLeases, nil, true},
+	{"4", "processes on one key", nil, runProcesses, false},
+	{"5", "handoff to a blocked waiter in another process", runHandoff, nil, false},
+	{"6", "takeover after a crashed holder", runTakeover, nil, false},
+	{"7", "election failover", runElection, nil, true},
+	{"8", "many leases on one connection", runLeases, nil, true},
 }
 
 const (
@@ -73,7 +80,7 @@ const (
 	contendedWarm  = 300 * time.Millisecond // contended workers run before the window opens
 	parallelism    = 64
 	contenders     = 16
-	waitLimit      = 5 * time.Second        // bound on one blocking acquisition in scenarios 4 and 5
+	waitLimit      = 5 * time.Second        // bound on one blocking acquisition in scenarios 5 and 6
 	settleMin      = 20 * time.Millisecond  // the waiter has been blocked this long ...
 	settleJitter   = 20 * time.Millisecond  // ... plus up to this, before the release
 	plantedTTL     = 500 * time.Millisecond // TTL of the crashed holder's key

@@ -1,6 +1,6 @@
 package main
 
-// Scenarios 6 and 7 measure baton alone: its peers have no election and no
+// Scenarios 7 and 8 measure baton alone: its peers have no election and no
 // lease renewal to compare with. They run once, not once per round.
 
 import (
@@ -28,7 +28,7 @@ import (
 // quiet discards the election's and the leases' logs.
 var quiet = slog.New(slog.DiscardHandler)
 
-// --- scenario 6: election failover ---
+// --- scenario 7: election failover ---
 
 // profile is an election's timing: TTL, renew deadline, retry period.
 type profile struct {
@@ -46,7 +46,7 @@ func (p profile) String() string {
 	return fmt.Sprintf("%s (%v / %v / %v)", p.name, p.ttl, p.renewDeadline, p.retry)
 }
 
-// failover is one series of samples of scenario 6.
+// failover is one series of samples of scenario 7.
 type failover struct {
 	profile profile
 	crash   bool            // the leader crashed; otherwise it resigned
@@ -112,7 +112,7 @@ func (c *candidate) awaitElected(limit time.Duration) (time.Time, error) {
 	}
 }
 
-// runElection: scenario 6. Every sample starts two electors (a leader and a
+// runElection: scenario 7. Every sample starts two electors (a leader and a
 // standby, on two clients as two processes) on an election of its own, so
 // that no sample waits for the previous one's retry period.
 func runElection(ctx context.Context, e *env, _ peer, tag string, r *result) error {
@@ -236,9 +236,9 @@ func crashSample(ctx context.Context, e *env, clients [2]valkey.Client, name str
 	return nil
 }
 
-// --- scenario 7: many leases on one connection ---
+// --- scenario 8: many leases on one connection ---
 
-// leaseRun is one case of scenario 7.
+// leaseRun is one case of scenario 8.
 type leaseRun struct {
 	n        int
 	ttl      time.Duration
@@ -256,7 +256,7 @@ type leaseRun struct {
 	lost     int     // leases that were not alive at the end
 }
 
-// leaseCases are scenario 7's cases: the target (TTL 10s) with spread and
+// leaseCases are scenario 8's cases: the target (TTL 10s) with spread and
 // burst starts, and a 3s TTL for 3.3 times the renewal rate.
 var leaseCases = []struct {
 	ttl    time.Duration
