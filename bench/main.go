@@ -47,7 +47,8 @@ func main() {
 	dur := flag.Duration("dur", time.Second, "length of one throughput window (scenarios 1-4)")
 	handoffs := flag.Int("handoffs", 34, "handoff samples per implementation per round (scenario 5)")
 	takeovers := flag.Int("takeovers", 2, "takeover samples per implementation per round (scenario 6)")
-	resigns := flag.Int("resigns", 30, "resign samples per election timing profile (scenario 7)")
+	resigns := flag.Int("resigns", 30, "resign samples per election timing profile and number of standbys (scenario 7)")
+	standbys := flag.Int("standbys", 10, "standbys of the election in the many-standby resign samples, each on a client of its own (scenario 7)")
 	crashes := flag.Int("crashes", 6, "crash samples with the fast election profile, about 1.2s each (scenario 7)")
 	slowCrash := flag.Bool("slowcrash", false, "also one crash sample with the client-go election profile, about 15s (scenario 7)")
 	leases := flag.Int("leases", 10000, "leases held at once (scenario 8)")
@@ -55,6 +56,10 @@ func main() {
 	write := flag.String("write", "", "rewrite the section between "+beginMarker+" and "+endMarker+" of this markdown file")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *standbys < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -standbys must be at least 1")
+		os.Exit(2)
+	}
 
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -71,7 +76,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	e := &env{dur: *dur, handoffs: *handoffs, takeovers: *takeovers,
-		resigns: *resigns, crashes: *crashes, slowCrash: *slowCrash, leases: *leases}
+		resigns: *resigns, standbys: *standbys, crashes: *crashes, slowCrash: *slowCrash, leases: *leases}
 	if err := run(ctx, e, *rounds, *only, *write); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
@@ -157,6 +162,7 @@ func run(ctx context.Context, e *env, rounds int, only, write string) error {
 		dur:       e.dur,
 		handoffs:  e.handoffs,
 		takeovers: e.takeovers,
+		standbys:  e.standbys,
 		slowCrash: e.slowCrash,
 		elapsed:   time.Since(began),
 	}, selected, results)

@@ -12,7 +12,7 @@ type reportInfo struct {
 	date, valkey, goVersion, modules string
 	cores, rounds                    int
 	dur                              time.Duration
-	handoffs, takeovers              int
+	handoffs, takeovers, standbys    int
 	slowCrash                        bool
 	elapsed                          time.Duration
 }
@@ -174,27 +174,47 @@ func reportProcesses(b *strings.Builder, results map[string]*result) {
 
 // reportElection renders scenario 7.
 func reportElection(b *strings.Builder, info reportInfo, r *result) {
-	b.WriteString(" (baton only): two electors on one election, on two clients as two processes; the standby " +
-		"has been blocked in its campaign for at least 20-40ms when the leader goes. *Resign*: time from just before the " +
-		"leader's Resign to the start of the standby's OnElected, each sample a fresh pair of electors. " +
+	b.WriteString(" (baton only): a leader and its standbys on one election, each on a client of its own as a " +
+		"process of its own; the standbys have all been in the server's line of waiters for 20-40ms when the leader " +
+		"goes. *Resign*: time from just before the leader's Resign to the start of a standby's OnElected, each sample " +
+		"a fresh set of electors; samples with one standby and with many alternate; *server cmds* is the median of " +
+		"the server's commands from the Resign to 10ms after OnElected (the electors' reads of the new leader included). " +
 		"*Crash*: the leader's Run is cancelled with KeepOnCancel at a random point of its renewal cycle, so " +
 		"its key stays until its TTL ends; the key's expiry is the crash-time PTTL read (middle of that round " +
 		"trip plus the PTTL); *after the TTL* is from that expiry to the standby's OnElected, *total* from " +
 		"the crash. Profiles are TTL / renew deadline / retry period.\n\n")
-	header(b, "profile", "failover", "samples", "p50 ms", "p99 ms", "max ms")
+	header(b, "profile", "failover", "standbys", "samples", "p50 ms", "p99 ms", "max ms", "server cmds")
 	type series struct {
 		what string
 		lat  []time.Duration
+		cmds string
 	}
 	for _, f := range r.failovers {
-		all := []series{{"resign → new leader", f.lat}}
+		all := []series{{"resign → new leader", f.lat, f0(median(f.cmds))}}
 		if f.crash {
-			all = []series{{"crash: new leader after the TTL's end", f.lat}, {"crash → new leader (total)", f.total}}
+			all = []series{{"crash: new leader after the TTL's end", f.lat, "-"}, {"crash → new leader (total)", f.total, "-"}}
 		}
 		for _, s := range all {
-			row(b, f.profile.String(), s.what, fmt.Sprint(len(s.lat)),
-				f2(percentile(s.lat, 0.5)), f2(percentile(s.lat, 0.99)), f2(percentile(s.lat, 1)))
+			row(b, f.profile.String(), s.what, fmt.Sprint(f.standbys), fmt.Sprint(len(s.lat)),
+				f2(percentile(s.lat, 0.5)), f2(percentile(s.lat, 0.99)), f2(percentile(s.lat, 1)), s.cmds)
 		}
+	}
+	// Resign with many standbys against one, per profile.
+	var ratios []string
+	for _, one := range r.failovers {
+		if one.crash || one.standbys != 1 {
+			continue
+		}
+		for _, many := range r.failovers {
+			if !many.crash && many.standbys > 1 && many.profile == one.profile {
+				ratios = append(ratios, fmt.Sprintf("%s: p50 %s×, p99 %s×", one.profile.name,
+					ratio(percentile(many.lat, 0.5), percentile(one.lat, 0.5)),
+					ratio(percentile(many.lat, 0.99), percentile(one.lat, 0.99))))
+			}
+		}
+	}
+	if len(ratios) > 0 {
+		fmt.Fprintf(b, "\nResign with %d standbys ÷ with 1: %s.\n", info.standbys, strings.Join(ratios, "; "))
 	}
 	if !info.slowCrash {
 		fmt.Fprintf(b, "\nA crash with the %v profile was not run: a sample waits out its %v TTL (flag `-slowcrash` adds one).\n",

@@ -19,7 +19,8 @@ type env struct {
 	dur       time.Duration // length of a throughput window
 	handoffs  int           // handoff samples per implementation per round
 	takeovers int           // takeover samples per implementation per round
-	resigns   int           // resign samples per election profile (scenario 7)
+	resigns   int           // resign samples per election profile and number of standbys (scenario 7)
+	standbys  int           // standbys in the many-standby resign samples (scenario 7)
 	crashes   int           // crash samples with the fast profile (scenario 7)
 	slowCrash bool          // also one crash sample with the client-go profile (15s)
 	leases    int           // leases held at once (scenario 8)
