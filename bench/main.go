@@ -54,7 +54,7 @@ func main() {
 	leases := flag.Int("leases", 10000, "leases held at once (scenario 8)")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
 	write := flag.String("write", "", "rewrite the section between "+beginMarker+" and "+endMarker+" of this markdown file")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file; samples of scenarios 2-6 are labelled scenario=<n> and impl=<name> (pprof -tagfocus)")
 	flag.Parse()
 	if *standbys < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -standbys must be at least 1")
@@ -140,7 +140,14 @@ func run(ctx context.Context, e *env, rounds int, only, write string) error {
 				fmt.Fprintf(os.Stderr, "%6.1fs  scenario %s round %d: %s\n", time.Since(began).Seconds(), s.id, round+1, p.name)
 				tag := fmt.Sprintf("p%d:r%d", i, round)
 				r := results[p.name]
-				if err := s.run(ctx, e, p, tag, r); err != nil {
+				var err error
+				// Goroutines started inside, valkey-go's and go-redis's
+				// included, inherit the labels: -cpuprofile can be read
+				// per implementation with pprof -tagfocus impl=baton.
+				pprof.Do(ctx, pprof.Labels("scenario", s.id, "impl", p.name), func(ctx context.Context) {
+					err = s.run(ctx, e, p, tag, r)
+				})
+				if err != nil {
 					r.errs = append(r.errs, fmt.Sprintf("scenario %s round %d: %v", s.id, round+1, err))
 					fmt.Fprintf(os.Stderr, "        error: %v\n", err)
 				}

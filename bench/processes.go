@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
+	"time"
 )
 
 // procScale is one case of scenario 4: procs processes with each goroutines
@@ -27,7 +29,8 @@ var procScales = []procScale{{4, 4}, {16, 1}, {64, 1}}
 // round.
 type procResult struct {
 	acq, fair, cmds, conns []float64
-	overlaps               int64 // two holders at once, all rounds
+	cliCPU, srvCPU         []float64 // µs per acquisition; NaN when unknown
+	overlaps               int64     // two holders at once, all rounds
 }
 
 // runProcesses: scenario 4, once per round for all implementations, case by
@@ -46,7 +49,11 @@ func runProcesses(ctx context.Context, e *env, tag string, results map[string]*r
 			fmt.Fprintf(os.Stderr, "          %v: %s\n", sc, p.name)
 			r := results[p.name]
 			key := fmt.Sprintf("procs:%s:%d:%d", tag, si, i)
-			err := contendProcesses(ctx, e, p, sc, key, &r.procs[si])
+			var err error
+			labels := pprof.Labels("scenario", "4", "impl", p.name, "case", fmt.Sprintf("%dx%d", sc.procs, sc.each))
+			pprof.Do(ctx, labels, func(ctx context.Context) {
+				err = contendProcesses(ctx, e, p, sc, key, &r.procs[si])
+			})
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -98,6 +105,16 @@ func contendProcesses(ctx context.Context, e *env, p peer, sc procScale, key str
 		conns = float64(c.clients - before)
 	}
 	pr.conns = append(pr.conns, conns)
+	pr.cliCPU = append(pr.cliCPU, micros(c.cliCPU))
+	pr.srvCPU = append(pr.srvCPU, micros(c.srvCPU))
 	pr.overlaps += c.overlaps
 	return nil
+}
+
+// micros is d in microseconds; NaN when d is negative (unknown).
+func micros(d time.Duration) float64 {
+	if d < 0 {
+		return nan
+	}
+	return float64(d) / float64(time.Microsecond)
 }

@@ -119,10 +119,13 @@ func reportProcesses(b *strings.Builder, results map[string]*result) {
 		"TTL %v. *fairness* is the fewest acquisitions of a process (summed over its goroutines) over the most; "+
 		"cmds/acq is as in scenario 3, and *÷ 1 process* its ratio to the same implementation's figure there "+
 		"(16 goroutines on one instance); *conns* is the server's client connections during the window besides the "+
-		"bench's own; *overlaps* counts the times two holders held at once (of all rounds: must be 0). The peers are "+
+		"bench's own; *cli µs* and *srv µs* are the CPU time (user + system) per acquisition of this process, "+
+		"all its instances together (getrusage), and of the server (`INFO cpu`); *overlaps* counts the times two "+
+		"holders held at once (of all rounds: must be 0). The peers are "+
 		"valkeylock, those retrying every 1ms, and the floor. Cases one after the other, "+
 		"each with the implementations in turn; medians of rounds.\n\n", lockTTL)
-	header(b, "processes × goroutines", "implementation", "acq/s", "÷ baton", "fairness", "cmds/acq", "÷ 1 process", "conns", "overlaps")
+	header(b, "processes × goroutines", "implementation", "acq/s", "÷ baton", "fairness", "cmds/acq", "÷ 1 process",
+		"cli µs", "srv µs", "conns", "overlaps")
 	baton := results["baton"]
 	for si, sc := range procScales {
 		for _, p := range peers {
@@ -140,7 +143,8 @@ func reportProcesses(b *strings.Builder, results map[string]*result) {
 				overlaps = "-"
 			}
 			row(b, sc.String(), name(p, r), f0(acq), ratio(acq, median(baton.procs[si].acq)), f2(median(pr.fair)),
-				f1(median(pr.cmds)), f2(median(pr.cmds)/median(r.conCmds)), f0(median(pr.conns)), overlaps)
+				f1(median(pr.cmds)), f2(median(pr.cmds)/median(r.conCmds)), f0(median(pr.cliCPU)), f0(median(pr.srvCPU)),
+				f0(median(pr.conns)), overlaps)
 		}
 	}
 	fmt.Fprintf(b, "\nbaton ÷ the fastest fair peer (fairness at least %.2f) of each case:", fairLine)

@@ -285,6 +285,10 @@ type contention struct {
 	cmds     float64 // server commands per acquisition, script internals included
 	clients  int64   // the server's connected clients in the middle of the window; -1 when unknown
 	overlaps int64   // two holders at once, seen at any time before the window closed
+	// CPU time per acquisition in the window, user + system: this process's
+	// (every instance and the Go runtime), from getrusage, and the server's,
+	// from INFO cpu; negative when unknown.
+	cliCPU, srvCPU time.Duration
 }
 
 // contend runs each goroutines on every instance of ims, all looping
@@ -353,13 +357,16 @@ func contend(ctx context.Context, e *env, ims []impl, each int, key string) (con
 		stop()
 		return contention{}, err
 	}
-	per0 := snapshot()
+	srv0, srvErr := e.srv.cpu(ctx)
+	per0, cpu0 := snapshot(), cpuTime()
 	start := time.Now()
 	time.Sleep(e.dur / 2)
 	conns, connErr := e.srv.clients(ctx)
 	time.Sleep(e.dur - e.dur/2)
-	per1 := snapshot()
+	per1, cpu1 := snapshot(), cpuTime()
 	elapsed := time.Since(start)
+	srv1, err := e.srv.cpu(ctx)
+	srvErr = errors.Join(srvErr, err)
 	cmds, err := commandsSince(ctx, e, c0)
 	stop()
 	if err != nil {
@@ -381,7 +388,14 @@ func contend(ctx context.Context, e *env, ims []impl, each int, key string) (con
 		return contention{}, errors.New("no acquisition in the window")
 	}
 	c.rate = float64(acq) / elapsed.Seconds()
-	c.cmds = float64(cmds-1) / float64(acq) // less the INFO clients
+	c.cmds = float64(cmds-3) / float64(acq) // less the INFO clients and the two INFO cpu
+	c.cliCPU, c.srvCPU = -1, -1
+	if cpu0 >= 0 && cpu1 >= 0 {
+		c.cliCPU = (cpu1 - cpu0) / time.Duration(acq)
+	}
+	if srvErr == nil {
+		c.srvCPU = (srv1 - srv0) / time.Duration(acq)
+	}
 	return c, nil
 }
 
