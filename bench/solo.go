@@ -102,13 +102,15 @@ func stopAll(cs ...*candidate) error {
 		c.cancel()
 	}
 	var errs []error
-	limit := time.After(waitLimit)
+	deadline := time.Now().Add(waitLimit)
 	for _, c := range cs {
+		t := time.NewTimer(time.Until(deadline))
 		select {
 		case <-c.done:
-		case <-limit:
+		case <-t.C:
 			errs = append(errs, fmt.Errorf("%s: Run did not return within %v of its cancel", c.e.Identity(), waitLimit))
 		}
+		t.Stop()
 	}
 	return errors.Join(errs...)
 }
@@ -226,7 +228,8 @@ func startGroup(ctx context.Context, e *env, clients []valkey.Client, name strin
 
 // awaitLine waits until the server's line of waiters for the lock key holds
 // n entries. The queue key is derived from the lock key as package lock
-// does: the key in braces (its hash tag), then ":queue".
+// does for a key without a hash tag of its own (as the bench's are): the key
+// in braces, then ":queue".
 func awaitLine(ctx context.Context, e *env, key string, n int) error {
 	queue := "{" + key + "}:queue"
 	deadline := time.Now().Add(waitLimit)
