@@ -5,14 +5,17 @@
 //	cd bench && go run . -write ../docs/benchmarks.md  # and rewrite the peers section
 //
 // Every implementation is driven through the same small interface (impl) in
-// the same process against the same server. Each scenario runs a few rounds
-// and, within a round, every implementation once in turn (A B C A B C), so
-// drift of the machine spreads over all of them; scenario 1, whose
-// differences are smaller than that drift, alternates op by op within each
-// round instead. Throughputs are medians over
-// rounds; latencies are percentiles over the samples of all rounds. Ratios
-// are to baton in the same run. Scenarios 6 (election failover) and 7 (many
-// leases on one connection) measure baton alone, once.
+// the same process against the same server; an instance of an impl (its own
+// client, connections and lock objects) stands for one process. Each
+// scenario runs a few rounds and, within a round, every implementation once
+// in turn (A B C A B C), so drift of the machine spreads over all of them;
+// scenario 1, whose differences are smaller than that drift, alternates op
+// by op within each round instead, and scenario 4 (processes on one key)
+// runs its cases one after the other, each with every implementation in
+// turn. Throughputs are medians over rounds; latencies are percentiles over
+// the samples of all rounds. Ratios are to baton in the same run. Scenarios
+// 7 (election failover) and 8 (many leases on one connection) measure baton
+// alone, once.
 //
 // This is its own module so that the root module never depends on the peers.
 package main
@@ -41,17 +44,22 @@ const (
 
 func main() {
 	rounds := flag.Int("rounds", 3, "rounds; each runs every implementation once per scenario")
-	dur := flag.Duration("dur", time.Second, "length of one throughput window (scenarios 1-3)")
-	handoffs := flag.Int("handoffs", 34, "handoff samples per implementation per round (scenario 4)")
-	takeovers := flag.Int("takeovers", 2, "takeover samples per implementation per round (scenario 5)")
-	resigns := flag.Int("resigns", 30, "resign samples per election timing profile (scenario 6)")
-	crashes := flag.Int("crashes", 6, "crash samples with the fast election profile, about 1.2s each (scenario 6)")
-	slowCrash := flag.Bool("slowcrash", false, "also one crash sample with the client-go election profile, about 15s (scenario 6)")
-	leases := flag.Int("leases", 10000, "leases held at once (scenario 7)")
+	dur := flag.Duration("dur", time.Second, "length of one throughput window (scenarios 1-4)")
+	handoffs := flag.Int("handoffs", 34, "handoff samples per implementation per round (scenario 5)")
+	takeovers := flag.Int("takeovers", 2, "takeover samples per implementation per round (scenario 6)")
+	resigns := flag.Int("resigns", 30, "resign samples per election timing profile and number of standbys (scenario 7)")
+	standbys := flag.Int("standbys", 10, "standbys of the election in the many-standby resign samples, each on a client of its own (scenario 7)")
+	crashes := flag.Int("crashes", 6, "crash samples with the fast election profile, about 1.2s each (scenario 7)")
+	slowCrash := flag.Bool("slowcrash", false, "also one crash sample with the client-go election profile, about 15s (scenario 7)")
+	leases := flag.Int("leases", 10000, "leases held at once (scenario 8)")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
 	write := flag.String("write", "", "rewrite the section between "+beginMarker+" and "+endMarker+" of this markdown file")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file; samples of scenarios 2-6 are labelled scenario=<n> and impl=<name> (pprof -tagfocus)")
 	flag.Parse()
+	if *standbys < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -standbys must be at least 1")
+		os.Exit(2)
+	}
 
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -68,7 +76,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	e := &env{dur: *dur, handoffs: *handoffs, takeovers: *takeovers,
-		resigns: *resigns, crashes: *crashes, slowCrash: *slowCrash, leases: *leases}
+		resigns: *resigns, standbys: *standbys, crashes: *crashes, slowCrash: *slowCrash, leases: *leases}
 	if err := run(ctx, e, *rounds, *only, *write); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
@@ -96,7 +104,7 @@ func run(ctx context.Context, e *env, rounds int, only, write string) error {
 
 	results := make(map[string]*result, len(peers))
 	for _, p := range peers {
-		results[p.name] = &result{}
+		results[p.name] = newResult()
 	}
 	began := time.Now()
 	for _, s := range selected {
@@ -132,7 +140,14 @@ func run(ctx context.Context, e *env, rounds int, only, write string) error {
 				fmt.Fprintf(os.Stderr, "%6.1fs  scenario %s round %d: %s\n", time.Since(began).Seconds(), s.id, round+1, p.name)
 				tag := fmt.Sprintf("p%d:r%d", i, round)
 				r := results[p.name]
-				if err := s.run(ctx, e, p, tag, r); err != nil {
+				var err error
+				// Goroutines started inside, valkey-go's and go-redis's
+				// included, inherit the labels: -cpuprofile can be read
+				// per implementation with pprof -tagfocus impl=baton.
+				pprof.Do(ctx, pprof.Labels("scenario", s.id, "impl", p.name), func(ctx context.Context) {
+					err = s.run(ctx, e, p, tag, r)
+				})
+				if err != nil {
 					r.errs = append(r.errs, fmt.Sprintf("scenario %s round %d: %v", s.id, round+1, err))
 					fmt.Fprintf(os.Stderr, "        error: %v\n", err)
 				}
@@ -154,6 +169,7 @@ func run(ctx context.Context, e *env, rounds int, only, write string) error {
 		dur:       e.dur,
 		handoffs:  e.handoffs,
 		takeovers: e.takeovers,
+		standbys:  e.standbys,
 		slowCrash: e.slowCrash,
 		elapsed:   time.Since(began),
 	}, selected, results)

@@ -12,7 +12,7 @@ type reportInfo struct {
 	date, valkey, goVersion, modules string
 	cores, rounds                    int
 	dur                              time.Duration
-	handoffs, takeovers              int
+	handoffs, takeovers, standbys    int
 	slowCrash                        bool
 	elapsed                          time.Duration
 }
@@ -65,7 +65,9 @@ func report(info reportInfo, ran []scenario, results map[string]*result) string 
 					f1(median(r.conCmds)), f1(median(r.conCmds)/median(r.seqCmds)), excl)
 			}
 		case "4":
-			fmt.Fprintf(&b, ": holder and waiter are two instances (two clients, as two processes); the waiter has been "+
+			reportProcesses(&b, results)
+		case "5":
+			fmt.Fprintf(&b, ": holder and waiter are two instances, each with its own client (and connections) and its own lock object, as two processes; the waiter has been "+
 				"blocked %v-%v when the holder unlocks; time from just before the unlock to the waiter's Lock "+
 				"returning, %d samples per implementation.\n\n", settleMin, settleMin+settleJitter, info.rounds*info.handoffs)
 			row(&b, "implementation", "p50 ms", "÷ baton", "p99 ms", "max ms")
@@ -75,7 +77,7 @@ func report(info reportInfo, ran []scenario, results map[string]*result) string 
 				row(&b, name(p, r), f2(p50), ratio(p50, percentile(baton.handoff, 0.5)),
 					f2(percentile(r.handoff, 0.99)), f2(percentile(r.handoff, 1)))
 			}
-		case "5":
+		case "6":
 			fmt.Fprintf(&b, ": a raw `SET key x PX %d` stands for a holder that crashed; a waiter calls Lock at once; "+
 				"how late after the TTL's end (taken from just before the SET) Lock returns, and the server "+
 				"commands per second spent while waiting, %d samples per implementation.\n\n",
@@ -87,9 +89,9 @@ func report(info reportInfo, ran []scenario, results map[string]*result) string 
 				row(&b, name(p, r), f1(p50), ratio(p50, percentile(baton.takeover, 0.5)),
 					f1(percentile(r.takeover, 1)), f0(median(r.takeoverRate)))
 			}
-		case "6":
-			reportElection(&b, info, baton)
 		case "7":
+			reportElection(&b, info, baton)
+		case "8":
 			reportLeases(&b, baton)
 		}
 	}
@@ -106,29 +108,117 @@ func report(info reportInfo, ran []scenario, results map[string]*result) string 
 	return b.String()
 }
 
-// reportElection renders scenario 6.
+// fairLine is the fairness from which a peer counts as fair: the fewest
+// acquisitions at least half the most.
+const fairLine = 0.5
+
+// reportProcesses renders scenario 4.
+func reportProcesses(b *strings.Builder, results map[string]*result) {
+	fmt.Fprintf(b, ": each process is an instance of its own (its own client and connections, its own lock "+
+		"object: for baton a `*lock.Lock` of its own), whose goroutines loop blocking Lock + unlock on the one key, "+
+		"TTL %v. *fairness* is the fewest acquisitions of a process (summed over its goroutines) over the most; "+
+		"cmds/acq is as in scenario 3, and *÷ 1 process* its ratio to the same implementation's figure there "+
+		"(16 goroutines on one instance); *conns* is the server's client connections during the window besides the "+
+		"bench's own; *cli µs* and *srv µs* are the CPU time (user + system) per acquisition of this process, "+
+		"all its instances together (getrusage), and of the server (`INFO cpu`); *overlaps* counts the times two "+
+		"holders held at once (of all rounds: must be 0). The peers are "+
+		"valkeylock, those retrying every 1ms, and the floor. Cases one after the other, "+
+		"each with the implementations in turn; medians of rounds.\n\n", lockTTL)
+	header(b, "processes × goroutines", "implementation", "acq/s", "÷ baton", "fairness", "cmds/acq", "÷ 1 process",
+		"cli µs", "srv µs", "conns", "overlaps")
+	baton := results["baton"]
+	for si, sc := range procScales {
+		for _, p := range peers {
+			if !p.procs {
+				continue
+			}
+			r := results[p.name]
+			pr := r.procs[si]
+			acq := median(pr.acq)
+			overlaps := fmt.Sprint(pr.overlaps)
+			if pr.overlaps > 0 {
+				overlaps = "**" + overlaps + "**"
+			}
+			if len(pr.acq) == 0 {
+				overlaps = "-"
+			}
+			row(b, sc.String(), name(p, r), f0(acq), ratio(acq, median(baton.procs[si].acq)), f2(median(pr.fair)),
+				f1(median(pr.cmds)), f2(median(pr.cmds)/median(r.conCmds)), f0(median(pr.cliCPU)), f0(median(pr.srvCPU)),
+				f0(median(pr.conns)), overlaps)
+		}
+	}
+	fmt.Fprintf(b, "\nbaton ÷ the fastest fair peer (fairness at least %.2f) of each case:", fairLine)
+	for si, sc := range procScales {
+		best, bestAcq := "", 0.0
+		for _, p := range peers[1:] {
+			pr := results[p.name].procs[si]
+			if acq := median(pr.acq); p.procs && median(pr.fair) >= fairLine && acq > bestAcq {
+				best, bestAcq = p.name, acq
+			}
+		}
+		sep := ";"
+		if si == len(procScales)-1 {
+			sep = "."
+		}
+		if best != "" {
+			fmt.Fprintf(b, " %v: %s, %s (%s acq/s)%s", sc, ratio(median(baton.procs[si].acq), bestAcq), best, f0(bestAcq), sep)
+			continue
+		}
+		// No fair peer: say so, and against the fastest one, fair or not.
+		for _, p := range peers[1:] {
+			if acq := median(results[p.name].procs[si].acq); p.procs && acq > bestAcq {
+				best, bestAcq = p.name, acq
+			}
+		}
+		fmt.Fprintf(b, " %v: no fair peer (against the fastest, %s at %s acq/s: %s)%s", sc, best, f0(bestAcq),
+			ratio(median(baton.procs[si].acq), bestAcq), sep)
+	}
+	b.WriteString("\n")
+}
+
+// reportElection renders scenario 7.
 func reportElection(b *strings.Builder, info reportInfo, r *result) {
-	b.WriteString(" (baton only): two electors on one election, on two clients as two processes; the standby " +
-		"has been blocked in its campaign for at least 20-40ms when the leader goes. *Resign*: time from just before the " +
-		"leader's Resign to the start of the standby's OnElected, each sample a fresh pair of electors. " +
+	b.WriteString(" (baton only): a leader and its standbys on one election, each on a client of its own as a " +
+		"process of its own; the standbys have all been in the server's line of waiters for 20-40ms when the leader " +
+		"goes. *Resign*: time from just before the leader's Resign to the start of a standby's OnElected, each sample " +
+		"a fresh set of electors; samples with one standby and with many alternate; *server cmds* is the median of " +
+		"the server's commands from the Resign to 10ms after OnElected (the electors' reads of the new leader included). " +
 		"*Crash*: the leader's Run is cancelled with KeepOnCancel at a random point of its renewal cycle, so " +
 		"its key stays until its TTL ends; the key's expiry is the crash-time PTTL read (middle of that round " +
 		"trip plus the PTTL); *after the TTL* is from that expiry to the standby's OnElected, *total* from " +
 		"the crash. Profiles are TTL / renew deadline / retry period.\n\n")
-	header(b, "profile", "failover", "samples", "p50 ms", "p99 ms", "max ms")
+	header(b, "profile", "failover", "standbys", "samples", "p50 ms", "p99 ms", "max ms", "server cmds")
 	type series struct {
 		what string
 		lat  []time.Duration
+		cmds string
 	}
 	for _, f := range r.failovers {
-		all := []series{{"resign → new leader", f.lat}}
+		all := []series{{"resign → new leader", f.lat, f0(median(f.cmds))}}
 		if f.crash {
-			all = []series{{"crash: new leader after the TTL's end", f.lat}, {"crash → new leader (total)", f.total}}
+			all = []series{{"crash: new leader after the TTL's end", f.lat, "-"}, {"crash → new leader (total)", f.total, "-"}}
 		}
 		for _, s := range all {
-			row(b, f.profile.String(), s.what, fmt.Sprint(len(s.lat)),
-				f2(percentile(s.lat, 0.5)), f2(percentile(s.lat, 0.99)), f2(percentile(s.lat, 1)))
+			row(b, f.profile.String(), s.what, fmt.Sprint(f.standbys), fmt.Sprint(len(s.lat)),
+				f2(percentile(s.lat, 0.5)), f2(percentile(s.lat, 0.99)), f2(percentile(s.lat, 1)), s.cmds)
 		}
+	}
+	// Resign with many standbys against one, per profile.
+	var ratios []string
+	for _, one := range r.failovers {
+		if one.crash || one.standbys != 1 {
+			continue
+		}
+		for _, many := range r.failovers {
+			if !many.crash && many.standbys > 1 && many.profile == one.profile {
+				ratios = append(ratios, fmt.Sprintf("%s: p50 %s×, p99 %s×", one.profile.name,
+					ratio(percentile(many.lat, 0.5), percentile(one.lat, 0.5)),
+					ratio(percentile(many.lat, 0.99), percentile(one.lat, 0.99))))
+			}
+		}
+	}
+	if len(ratios) > 0 {
+		fmt.Fprintf(b, "\nResign with %d standbys ÷ with 1: %s.\n", info.standbys, strings.Join(ratios, "; "))
 	}
 	if !info.slowCrash {
 		fmt.Fprintf(b, "\nA crash with the %v profile was not run: a sample waits out its %v TTL (flag `-slowcrash` adds one).\n",
@@ -136,7 +226,7 @@ func reportElection(b *strings.Builder, info reportInfo, r *result) {
 	}
 }
 
-// reportLeases renders scenario 7.
+// reportLeases renders scenario 8.
 func reportLeases(b *strings.Builder, r *result) {
 	b.WriteString(" (baton only): one process holds the leases on one valkey-go client with one connection " +
 		"(`PipelineMultiplex: -1`) and renews them at the default interval, TTL/3. *spread* paces the " +

@@ -19,10 +19,11 @@ type env struct {
 	dur       time.Duration // length of a throughput window
 	handoffs  int           // handoff samples per implementation per round
 	takeovers int           // takeover samples per implementation per round
-	resigns   int           // resign samples per election profile (scenario 6)
-	crashes   int           // crash samples with the fast profile (scenario 6)
+	resigns   int           // resign samples per election profile and number of standbys (scenario 7)
+	standbys  int           // standbys in the many-standby resign samples (scenario 7)
+	crashes   int           // crash samples with the fast profile (scenario 7)
 	slowCrash bool          // also one crash sample with the client-go profile (15s)
-	leases    int           // leases held at once (scenario 7)
+	leases    int           // leases held at once (scenario 8)
 }
 
 // result collects one implementation's figures over all rounds.
@@ -35,17 +36,23 @@ type result struct {
 	conAcq, conMinMax, conCmds []float64 // per round
 	conOverlaps                int64     // two holders at once, all rounds
 
+	procs []procResult // scenario 4, one per procScales case
+
 	handoff []time.Duration // every sample
 
 	takeover     []time.Duration // every sample
 	takeoverRate []float64       // server commands per second while waiting, per sample
 
-	failovers []failover // scenario 6, baton only
-	leaseRuns []leaseRun // scenario 7, baton only
-	leaseIdle float64    // scenario 7: share of one core the process used idle, before the cases
+	failovers []failover // scenario 7, baton only
+	leaseRuns []leaseRun // scenario 8, baton only
+	leaseIdle float64    // scenario 8: share of one core the process used idle, before the cases
 
-	errs     []string // scenarios 1-5: the implementation's figures are partial
-	soloErrs []string // scenarios 6 and 7
+	errs     []string // scenarios 1-6: the implementation's figures are partial
+	soloErrs []string // scenarios 7 and 8
+}
+
+func newResult() *result {
+	return &result{procs: make([]procResult, len(procScales))}
 }
 
 // scenario is one numbered scenario of the run: run once per implementation
@@ -62,10 +69,11 @@ var scenarios = []scenario{
 	{"1", "sequential acquire + release, one key", nil, runSequential, false},
 	{"2", "64 goroutines, distinct keys", runParallel, nil, false},
 	{"3", "16 goroutines, one key", runContended, nil, false},
-	{"4", "handoff to a blocked waiter", runHandoff, nil, false},
-	{"5", "takeover after a crashed holder", runTakeover, nil, false},
-	{"6", "election failover", runElection, nil, true},
-	{"7", "many leases on one connection", runLeases, nil, true},
+	{"4", "processes on one key", nil, runProcesses, false},
+	{"5", "handoff to a blocked waiter in another process", runHandoff, nil, false},
+	{"6", "takeover after a crashed holder", runTakeover, nil, false},
+	{"7", "election failover", runElection, nil, true},
+	{"8", "many leases on one connection", runLeases, nil, true},
 }
 
 const (
@@ -73,7 +81,7 @@ const (
 	contendedWarm  = 300 * time.Millisecond // contended workers run before the window opens
 	parallelism    = 64
 	contenders     = 16
-	waitLimit      = 5 * time.Second        // bound on one blocking acquisition in scenarios 4 and 5
+	waitLimit      = 5 * time.Second        // bound on one blocking acquisition in scenarios 5 and 6
 	settleMin      = 20 * time.Millisecond  // the waiter has been blocked this long ...
 	settleJitter   = 20 * time.Millisecond  // ... plus up to this, before the release
 	plantedTTL     = 500 * time.Millisecond // TTL of the crashed holder's key
@@ -252,26 +260,55 @@ func runParallel(ctx context.Context, e *env, p peer, tag string, r *result) err
 }
 
 // runContended: 16 goroutines share one instance and loop Lock + unlock on
-// one key. The window opens after a warm-up, so connection setup is not
-// counted; exclusion is checked throughout.
+// one key.
 func runContended(ctx context.Context, e *env, p peer, tag string, r *result) error {
 	im, err := open(e, p)
 	if err != nil {
 		return err
 	}
 	defer im.Close()
-	key := "con:" + tag
+	c, err := contend(ctx, e, []impl{im}, contenders, "con:"+tag)
+	if err != nil {
+		return err
+	}
+	r.conAcq = append(r.conAcq, c.rate)
+	r.conMinMax = append(r.conMinMax, minMax(c.counts))
+	r.conCmds = append(r.conCmds, c.cmds)
+	r.conOverlaps += c.overlaps
+	return nil
+}
+
+// contention is what one window of contend measured.
+type contention struct {
+	rate     float64 // acquisitions per second
+	counts   []int64 // acquisitions of each worker; worker w runs on ims[w/each]
+	cmds     float64 // server commands per acquisition, script internals included
+	clients  int64   // the server's connected clients in the middle of the window; -1 when unknown
+	overlaps int64   // two holders at once, seen at any time before the window closed
+	// CPU time per acquisition in the window, user + system: this process's
+	// (every instance and the Go runtime), from getrusage, and the server's,
+	// from INFO cpu; negative when unknown.
+	cliCPU, srvCPU time.Duration
+}
+
+// contend runs each goroutines on every instance of ims, all looping
+// blocking Lock + unlock on key, for contendedWarm and then a window of
+// e.dur. An atomic counter of holders checks exclusion throughout; the
+// window opens after the warm-up, so connection setup is not counted.
+func contend(ctx context.Context, e *env, ims []impl, each int, key string) (contention, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	workers := len(ims) * each
 	var (
 		wg       sync.WaitGroup
-		counts   [contenders]atomic.Int64
+		counts   = make([]atomic.Int64, workers)
 		inside   atomic.Int32
 		overlaps atomic.Int64
 		errMu    sync.Mutex
 		firstErr error
 	)
-	for w := range contenders {
+	for w := range workers {
+		im := ims[w/each]
 		wg.Go(func() {
 			for {
 				unlock, err := im.Lock(wctx, key)
@@ -283,6 +320,8 @@ func runContended(ctx context.Context, e *env, p peer, tag string, r *result) er
 					}
 					return
 				}
+				// After the window a holder may lose its lock to the
+				// cancellation (valkeylock's does): overlaps count until then.
 				if inside.Add(1) != 1 && wctx.Err() == nil {
 					overlaps.Add(1)
 				}
@@ -301,51 +340,72 @@ func runContended(ctx context.Context, e *env, p peer, tag string, r *result) er
 			}
 		})
 	}
-	snapshot := func() (per [contenders]int64, total int64) {
+	snapshot := func() []int64 {
+		per := make([]int64, workers)
 		for i := range counts {
 			per[i] = counts[i].Load()
-			total += per[i]
 		}
-		return per, total
+		return per
+	}
+	stop := func() {
+		cancel()
+		wg.Wait()
 	}
 	time.Sleep(contendedWarm)
 	c0, err := e.srv.commands(ctx)
 	if err != nil {
-		cancel()
-		wg.Wait()
-		return err
+		stop()
+		return contention{}, err
 	}
-	per0, total0 := snapshot()
+	srv0, srvErr := e.srv.cpu(ctx)
+	per0, cpu0 := snapshot(), cpuTime()
 	start := time.Now()
-	time.Sleep(e.dur)
-	per1, total1 := snapshot()
+	time.Sleep(e.dur / 2)
+	conns, connErr := e.srv.clients(ctx)
+	time.Sleep(e.dur - e.dur/2)
+	per1, cpu1 := snapshot(), cpuTime()
 	elapsed := time.Since(start)
+	srv1, err := e.srv.cpu(ctx)
+	srvErr = errors.Join(srvErr, err)
 	cmds, err := commandsSince(ctx, e, c0)
-	cancel()
-	wg.Wait()
+	stop()
 	if err != nil {
-		return err
+		return contention{}, err
 	}
 	if firstErr != nil {
-		return firstErr
+		return contention{}, firstErr
 	}
-	acq := total1 - total0
-	if acq == 0 {
-		return errors.New("no acquisition in the window")
+	c := contention{counts: make([]int64, workers), clients: -1, overlaps: overlaps.Load()}
+	if connErr == nil {
+		c.clients = conns
 	}
-	fewest, most := int64(-1), int64(0)
+	var acq int64
 	for i := range per1 {
-		d := per1[i] - per0[i]
-		if fewest < 0 || d < fewest {
-			fewest = d
-		}
-		most = max(most, d)
+		c.counts[i] = per1[i] - per0[i]
+		acq += c.counts[i]
 	}
-	r.conAcq = append(r.conAcq, float64(acq)/elapsed.Seconds())
-	r.conMinMax = append(r.conMinMax, float64(fewest)/float64(most))
-	r.conCmds = append(r.conCmds, float64(cmds)/float64(acq))
-	r.conOverlaps += overlaps.Load()
-	return nil
+	if acq == 0 {
+		return contention{}, errors.New("no acquisition in the window")
+	}
+	c.rate = float64(acq) / elapsed.Seconds()
+	c.cmds = float64(cmds-3) / float64(acq) // less the INFO clients and the two INFO cpu
+	c.cliCPU, c.srvCPU = -1, -1
+	if cpu0 >= 0 && cpu1 >= 0 {
+		c.cliCPU = (cpu1 - cpu0) / time.Duration(acq)
+	}
+	if srvErr == nil {
+		c.srvCPU = (srv1 - srv0) / time.Duration(acq)
+	}
+	return c, nil
+}
+
+// minMax is the fewest of counts over the most; 0 when the most is 0.
+func minMax(counts []int64) float64 {
+	most := slices.Max(counts)
+	if most == 0 {
+		return 0
+	}
+	return float64(slices.Min(counts)) / float64(most)
 }
 
 type acquired struct {

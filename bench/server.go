@@ -124,3 +124,36 @@ func (s *server) commands(ctx context.Context) (int64, error) {
 	}
 	return strconv.ParseInt(v, 10, 64)
 }
+
+// clients returns connected_clients: the admin's connection included.
+func (s *server) clients(ctx context.Context) (int64, error) {
+	v, err := s.info(ctx, "clients", "connected_clients")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
+// awaitClients waits until the server counts at most n client connections
+// (the admin's included): the connections of closed instances are gone, so
+// that the next scenario starts without them. Closing a client does not
+// wait for the server to notice.
+func (s *server) awaitClients(ctx context.Context, n int64) error {
+	deadline := time.Now().Add(closeLimit)
+	for {
+		c, err := s.clients(ctx)
+		if err != nil {
+			return err
+		}
+		if c <= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d client connections still open %v after closing, want at most %d", c, closeLimit, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// closeLimit bounds how long awaitClients waits.
+const closeLimit = 5 * time.Second

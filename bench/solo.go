@@ -1,6 +1,6 @@
 package main
 
-// Scenarios 6 and 7 measure baton alone: its peers have no election and no
+// Scenarios 7 and 8 measure baton alone: its peers have no election and no
 // lease renewal to compare with. They run once, not once per round.
 
 import (
@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +29,7 @@ import (
 // quiet discards the election's and the leases' logs.
 var quiet = slog.New(slog.DiscardHandler)
 
-// --- scenario 6: election failover ---
+// --- scenario 7: election failover ---
 
 // profile is an election's timing: TTL, renew deadline, retry period.
 type profile struct {
@@ -46,24 +47,28 @@ func (p profile) String() string {
 	return fmt.Sprintf("%s (%v / %v / %v)", p.name, p.ttl, p.renewDeadline, p.retry)
 }
 
-// failover is one series of samples of scenario 6.
+// failover is one series of samples of scenario 7.
 type failover struct {
-	profile profile
-	crash   bool            // the leader crashed; otherwise it resigned
-	lat     []time.Duration // resign: Resign called to the standby's OnElected; crash: the key's expiry to it
-	total   []time.Duration // crash: the crash to the standby's OnElected
+	profile  profile
+	crash    bool            // the leader crashed; otherwise it resigned
+	standbys int             // blocked in their campaigns when the leader goes
+	lat      []time.Duration // resign: Resign called to a standby's OnElected; crash: the key's expiry to it
+	total    []time.Duration // crash: the crash to the standby's OnElected
+	cmds     []float64       // resign: server commands from the Resign to resignQuiet after OnElected
 }
 
 // candidate is one elector running in the background.
 type candidate struct {
 	e       *election.Elector
-	elected chan time.Time // the start of its first OnElected
+	elected chan time.Time // the start of its OnElected; shared by the standbys of a sample
 	cancel  context.CancelFunc
 	done    chan error
 }
 
-func startCandidate(ctx context.Context, client valkey.Client, name, id string, p profile, keepOnCancel bool) (*candidate, error) {
-	c := &candidate{elected: make(chan time.Time, 1), done: make(chan error, 1)}
+// startCandidate starts an elector whose OnElected sends its start time on
+// elected, if there is room.
+func startCandidate(ctx context.Context, client valkey.Client, name, id string, p profile, keepOnCancel bool, elected chan time.Time) (*candidate, error) {
+	c := &candidate{elected: elected, done: make(chan error, 1)}
 	e, err := election.New(client, election.Config{
 		Name:          name,
 		Identity:      id,
@@ -91,32 +96,43 @@ func startCandidate(ctx context.Context, client valkey.Client, name, id string, 
 	return c, nil
 }
 
-// stop cancels the candidate's Run and waits for it to return.
-func (c *candidate) stop() error {
-	c.cancel()
-	select {
-	case <-c.done:
-		return nil
-	case <-time.After(waitLimit):
-		return fmt.Errorf("%s: Run did not return within %v of its cancel", c.e.Identity(), waitLimit)
+// stopAll cancels the candidates' Runs and waits for them to return.
+func stopAll(cs ...*candidate) error {
+	for _, c := range cs {
+		c.cancel()
 	}
+	var errs []error
+	deadline := time.Now().Add(waitLimit)
+	for _, c := range cs {
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case <-c.done:
+		case <-t.C:
+			errs = append(errs, fmt.Errorf("%s: Run did not return within %v of its cancel", c.e.Identity(), waitLimit))
+		}
+		t.Stop()
+	}
+	return errors.Join(errs...)
 }
 
-// awaitElected returns when c's OnElected started.
-func (c *candidate) awaitElected(limit time.Duration) (time.Time, error) {
+// awaitElected returns when OnElected started for a candidate that reports
+// on elected.
+func awaitElected(elected <-chan time.Time, limit time.Duration) (time.Time, error) {
 	select {
-	case at := <-c.elected:
+	case at := <-elected:
 		return at, nil
 	case <-time.After(limit):
-		return time.Time{}, fmt.Errorf("%s: not elected within %v", c.e.Identity(), limit)
+		return time.Time{}, fmt.Errorf("no candidate elected within %v", limit)
 	}
 }
 
-// runElection: scenario 6. Every sample starts two electors (a leader and a
-// standby, on two clients as two processes) on an election of its own, so
-// that no sample waits for the previous one's retry period.
+// runElection: scenario 7. Every sample starts a leader and its standbys,
+// each on a client of its own as a process of its own, on an election of
+// its own, so that no sample waits for the previous one's retry period.
+// Resign samples with one standby and with e.standbys alternate sample by
+// sample, so that the machine's drift hits both alike.
 func runElection(ctx context.Context, e *env, _ peer, tag string, r *result) error {
-	var clients [2]valkey.Client
+	clients := make([]valkey.Client, 1+max(e.standbys, 1))
 	for i := range clients {
 		c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{e.srv.addr}, DisableCache: true})
 		if err != nil {
@@ -126,77 +142,147 @@ func runElection(ctx context.Context, e *env, _ peer, tag string, r *result) err
 		clients[i] = c
 	}
 	type plan struct {
-		p     profile
-		crash bool
-		n     int
+		p        profile
+		crash    bool
+		standbys int
+		n        int
 	}
-	series := []plan{
-		{fastProfile, false, e.resigns},
-		{clientGoProfile, false, e.resigns},
-		{fastProfile, true, e.crashes},
+	resigns := []plan{
+		{fastProfile, false, 1, e.resigns},
+		{fastProfile, false, e.standbys, e.resigns},
+		{clientGoProfile, false, 1, e.resigns},
+		{clientGoProfile, false, e.standbys, e.resigns},
+	}
+	if e.standbys == 1 {
+		resigns = []plan{resigns[0], resigns[2]}
+	}
+	var crashes []plan
+	if e.crashes > 0 {
+		crashes = append(crashes, plan{fastProfile, true, 1, e.crashes})
 	}
 	if e.slowCrash {
-		series = append(series, plan{clientGoProfile, true, 1})
+		crashes = append(crashes, plan{clientGoProfile, true, 1, 1})
 	}
-	for _, s := range series {
-		r.failovers = append(r.failovers, failover{profile: s.p, crash: s.crash})
-		f := &r.failovers[len(r.failovers)-1]
+	first := len(r.failovers)
+	for _, s := range slices.Concat(resigns, crashes) {
+		r.failovers = append(r.failovers, failover{profile: s.p, crash: s.crash, standbys: s.standbys})
+	}
+	for i := range e.resigns {
+		for j, s := range resigns {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			name := fmt.Sprintf("%s:%s:%d:%d", tag, s.p.name, s.standbys, i)
+			if err := resignSample(ctx, e, clients[:1+s.standbys], name, s.p, &r.failovers[first+j]); err != nil {
+				return fmt.Errorf("%v resign with %d standbys: %w", s.p, s.standbys, err)
+			}
+		}
+	}
+	for j, s := range crashes {
+		f := &r.failovers[first+len(resigns)+j]
 		for i := range s.n {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			name := fmt.Sprintf("%s:%s:%d", tag, s.p.name, i)
-			if s.crash {
-				if err := crashSample(ctx, e, clients, name, s.p, f); err != nil {
-					return fmt.Errorf("%v crash: %w", s.p, err)
-				}
-			} else if err := resignSample(ctx, clients, name, s.p, f); err != nil {
-				return fmt.Errorf("%v resign: %w", s.p, err)
+			name := fmt.Sprintf("%s:%s:crash:%d", tag, s.p.name, i)
+			if err := crashSample(ctx, e, clients[:2], name, s.p, f); err != nil {
+				return fmt.Errorf("%v crash: %w", s.p, err)
 			}
 		}
 	}
 	return nil
 }
 
-// startPair starts the leader, waits for its election, then starts the
-// standby and lets it block in its campaign for 20-40ms.
-func startPair(ctx context.Context, clients [2]valkey.Client, name string, p profile, keepOnCancel bool) (leader, standby *candidate, err error) {
-	leader, err = startCandidate(ctx, clients[0], name, "leader", p, keepOnCancel)
+// startGroup starts the leader on clients[0] and waits for its election,
+// then starts a standby on each other client, waits until all of them are
+// in the server's line of waiters, and lets them wait there for 20-40ms
+// more. The standbys report on one channel, elected.
+func startGroup(ctx context.Context, e *env, clients []valkey.Client, name string, p profile, keepOnCancel bool) (leader *candidate, standbys []*candidate, elected chan time.Time, err error) {
+	leader, err = startCandidate(ctx, clients[0], name, "leader", p, keepOnCancel, make(chan time.Time, 1))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	if _, err := leader.awaitElected(waitLimit); err != nil {
-		return nil, nil, errors.Join(err, leader.stop())
+	if _, err := awaitElected(leader.elected, waitLimit); err != nil {
+		return nil, nil, nil, errors.Join(err, stopAll(leader))
 	}
-	standby, err = startCandidate(ctx, clients[1], name, "standby", p, keepOnCancel)
-	if err != nil {
-		return nil, nil, errors.Join(err, leader.stop())
+	elected = make(chan time.Time, len(clients)-1)
+	for i, c := range clients[1:] {
+		s, err := startCandidate(ctx, c, name, "standby-"+strconv.Itoa(i), p, keepOnCancel, elected)
+		if err != nil {
+			return nil, nil, nil, errors.Join(err, stopAll(append(standbys, leader)...))
+		}
+		standbys = append(standbys, s)
+	}
+	stop := func(err error) (*candidate, []*candidate, chan time.Time, error) {
+		return nil, nil, nil, errors.Join(err, stopAll(append(standbys, leader)...))
+	}
+	if err := awaitLine(ctx, e, election.DefaultKeyPrefix+name, len(standbys)); err != nil {
+		return stop(err)
 	}
 	time.Sleep(settleMin + rand.N(settleJitter))
-	select {
-	case <-standby.elected:
-		return nil, nil, errors.Join(errors.New("standby elected while the leader led"), leader.stop(), standby.stop())
-	default:
+	if len(elected) > 0 {
+		return stop(errors.New("a standby elected while the leader led"))
 	}
-	return leader, standby, nil
+	return leader, standbys, elected, nil
 }
 
+// awaitLine waits until the server's line of waiters for the lock key holds
+// n entries. The queue key is derived from the lock key as package lock
+// does for a key without a hash tag of its own (as the bench's are): the key
+// in braces, then ":queue".
+func awaitLine(ctx context.Context, e *env, key string, n int) error {
+	queue := "{" + key + "}:queue"
+	deadline := time.Now().Add(waitLimit)
+	for {
+		got, err := e.srv.do(ctx, "LLEN", queue).AsInt64()
+		if err != nil {
+			return fmt.Errorf("LLEN %s: %w", queue, err)
+		}
+		if got == int64(n) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("LLEN %s = %d after %v; want %d standbys in line", queue, got, waitLimit, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// resignQuiet is how long after the new leader's OnElected the server
+// commands of a resign are still counted: the electors' reads of the new
+// leader, which the handover's announcement sets off, land within it.
+const resignQuiet = 10 * time.Millisecond
+
 // resignSample: the leader calls Resign; one sample is the time from just
-// before the call to the start of the standby's OnElected.
-func resignSample(ctx context.Context, clients [2]valkey.Client, name string, p profile, f *failover) error {
-	leader, standby, err := startPair(ctx, clients, name, p, false)
+// before the call to the start of a standby's OnElected, and the server
+// commands from then until resignQuiet after it. Only one standby may be
+// elected.
+func resignSample(ctx context.Context, e *env, clients []valkey.Client, name string, p profile, f *failover) error {
+	leader, standbys, elected, err := startGroup(ctx, e, clients, name, p, false)
 	if err != nil {
 		return err
+	}
+	c0, err := e.srv.commands(ctx)
+	if err != nil {
+		return errors.Join(err, stopAll(append(standbys, leader)...))
 	}
 	start := time.Now()
 	err = leader.e.Resign(ctx)
 	if err == nil {
 		var at time.Time
-		if at, err = standby.awaitElected(waitLimit); err == nil {
+		if at, err = awaitElected(elected, waitLimit); err == nil {
 			f.lat = append(f.lat, at.Sub(start))
+			time.Sleep(resignQuiet)
+			var cmds int64
+			if cmds, err = commandsSince(ctx, e, c0); err == nil {
+				f.cmds = append(f.cmds, float64(cmds))
+			}
 		}
 	}
-	return errors.Join(err, standby.stop(), leader.stop())
+	if len(elected) > 0 {
+		err = errors.Join(err, errors.New("two standbys elected"))
+	}
+	return errors.Join(err, stopAll(append(standbys, leader)...))
 }
 
 // crashSample: the leader's Run is cancelled with KeepOnCancel, so its key
@@ -206,15 +292,15 @@ func resignSample(ctx context.Context, clients [2]valkey.Client, name string, p 
 // been abandoned): the middle of that round trip plus the PTTL. One sample
 // is how long after the expiry the standby's OnElected starts, and how long
 // after the crash.
-func crashSample(ctx context.Context, e *env, clients [2]valkey.Client, name string, p profile, f *failover) (err error) {
-	leader, standby, err := startPair(ctx, clients, name, p, true)
+func crashSample(ctx context.Context, e *env, clients []valkey.Client, name string, p profile, f *failover) (err error) {
+	leader, standbys, elected, err := startGroup(ctx, e, clients, name, p, true)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, standby.stop()) }()
+	defer func() { err = errors.Join(err, stopAll(standbys...)) }()
 	time.Sleep(rand.N(p.retry))
 	crashed := time.Now()
-	if err := leader.stop(); err != nil {
+	if err := stopAll(leader); err != nil {
 		return err
 	}
 	before := time.Now()
@@ -227,7 +313,7 @@ func crashSample(ctx context.Context, e *env, clients [2]valkey.Client, name str
 		return fmt.Errorf("PTTL after the crash = %d; want the key still alive", pttl)
 	}
 	expiry := before.Add(after.Sub(before) / 2).Add(time.Duration(pttl) * time.Millisecond)
-	at, err := standby.awaitElected(p.ttl + waitLimit)
+	at, err := awaitElected(elected, p.ttl+waitLimit)
 	if err != nil {
 		return err
 	}
@@ -236,9 +322,9 @@ func crashSample(ctx context.Context, e *env, clients [2]valkey.Client, name str
 	return nil
 }
 
-// --- scenario 7: many leases on one connection ---
+// --- scenario 8: many leases on one connection ---
 
-// leaseRun is one case of scenario 7.
+// leaseRun is one case of scenario 8.
 type leaseRun struct {
 	n        int
 	ttl      time.Duration
@@ -256,7 +342,7 @@ type leaseRun struct {
 	lost     int     // leases that were not alive at the end
 }
 
-// leaseCases are scenario 7's cases: the target (TTL 10s) with spread and
+// leaseCases are scenario 8's cases: the target (TTL 10s) with spread and
 // burst starts, and a 3s TTL for 3.3 times the renewal rate.
 var leaseCases = []struct {
 	ttl    time.Duration
