@@ -118,9 +118,12 @@ func leaderFrom(st lock.State) callbacks.Leader {
 //
 // Watch does not poll. It subscribes to the election's channel, on which
 // electors publish every acquisition and release (their locks announce: see
-// lock.Config.Announce), and re-reads the leader on
-// each message; it re-reads at the moment the leader's TTL runs out, since
-// an expiry is not published; and it re-reads every fallback interval
+// lock.Config.Announce). An acquisition's message names the new leader and
+// its TTL, and a handover announces the new leader before the old one's
+// release, so a change of leader costs Watch no read; it reads the leader
+// after a release with no successor announced, after each (re)established
+// subscription, at the moment the leader's TTL runs out (an expiry is not
+// published), and every fallback interval
 // (WithFallbackInterval) for anything else. Transient read errors are logged
 // and retried with backoff, the first at Warn and the rest at Debug until a
 // read succeeds again (logged at Info: "read leader again"). A refused

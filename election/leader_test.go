@@ -2,6 +2,9 @@ package election
 
 import (
 	"context"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,4 +182,68 @@ func TestObserveArguments(t *testing.T) {
 	if err := Watch(ctx, client, "x", nil); err == nil {
 		t.Error("Watch(nil fn) = nil error; want an error")
 	}
+}
+
+// TestHandoverCostsWatchersNoRead: a handover announces the new leader, with
+// its identity and TTL, before the old one's release, so the watchers of an
+// election learn of it without reading the key: the reads at a resign are
+// the two electors' own, however many watch.
+func TestHandoverCostsWatchersNoRead(t *testing.T) {
+	checkLeaks(t)
+	g := newGroup(t)
+	// A claim window (4 x RetryPeriod/10) far longer than the test, so that
+	// no read at the end of the grant's announced TTL falls inside it.
+	slow := func(c *Config) { c.TTL, c.RenewDeadline, c.RetryPeriod = 20*time.Second, 14*time.Second, 10*time.Second }
+	const watchers = 6
+	watched := make([]*history, watchers)
+	for i := range watched {
+		watched[i] = newHistory()
+		watchInto(t, g, watched[i], WithFallbackInterval(time.Minute))
+	}
+	a := g.add("a", slow).start()
+	_, cur := g.log.await(t, 0, "election of a", isElected)
+	b := g.add("b", slow).start()
+	queue := "{" + g.key() + "}:queue"
+	for g.srv.Int(t, "LLEN", queue) == 0 { // b waits in line
+		time.Sleep(time.Millisecond)
+	}
+	for i, h := range watched {
+		h.await(t, 0, fmt.Sprintf("watcher %d seeing a", i), leaderIs("a"))
+	}
+
+	g.srv.Do(t, "CONFIG", "RESETSTAT")
+	if err := a.e.Resign(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	g.log.await(t, cur, "election of b", electedOtherThan("a"))
+	for i, h := range watched {
+		h.await(t, 0, fmt.Sprintf("watcher %d seeing b", i), leaderIs("b"))
+	}
+	reads := execCalls(t, g)
+	a.stop()
+	b.stop()
+	if reads > 2 {
+		t.Errorf("%d reads of the leader during a handover watched %d times; want at most 2, the electors' own", reads, watchers)
+	}
+}
+
+// execCalls returns how many EXECs (one per read of the leader) the server
+// ran since its stats were reset.
+func execCalls(t *testing.T, g *group) int {
+	t.Helper()
+	stat, ok := g.srv.Info(t, "commandstats")["cmdstat_exec"]
+	if !ok {
+		return 0
+	}
+	for _, kv := range strings.Split(stat, ",") {
+		if v, ok := strings.CutPrefix(kv, "calls="); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("cmdstat_exec %q has no calls", stat)
+	return 0
 }

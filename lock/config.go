@@ -100,9 +100,11 @@ type Config struct {
 	// each other. Values are plain tokens in both modes.
 	PlainKey bool
 
-	// Announce publishes every acquisition ("acquired:<fence>") and every
-	// release ("released:<fence>") on Channel(), for followers of the lock
-	// (Follow; election watchers). Without it nothing is published there:
+	// Announce publishes every acquisition, with its holder's token, and
+	// every release on Channel(), for followers of the lock (Follow;
+	// election watchers), who then know the holder without reading the key.
+	// Anyone allowed to subscribe to the channel learns the tokens, as
+	// anyone allowed to GET the key does. Without it nothing is published there:
 	// waiters do not need it (they are handed the key on their own grant
 	// channels), and each announcement costs a server call. The election
 	// package sets it.

@@ -33,6 +33,14 @@ const (
 type Event struct {
 	Kind  EventKind
 	Fence int64 // for Acquired and Released; 0 otherwise
+	// Holder and TTL describe the acquisition of an Acquired event: the
+	// token stored at the key, and the TTL the key was set with (negative:
+	// no expiry). For a key handed to a waiter in another process the TTL is
+	// the claim window, which the waiter's claim then extends without
+	// announcing it. Holder is "" when the publisher did not say (a baton
+	// from before the holder was announced): read the key (Inspect).
+	Holder string
+	TTL    time.Duration
 	// Err is, for Unsubscribed, why the subscription ended or could not
 	// start: an *Error wrapping ErrUnavailable or ErrMisconfigured. Nil
 	// otherwise, and when valkey-go gave no reason.
@@ -137,17 +145,32 @@ func (l *Lock) follow(ctx context.Context, channel string, fn func(Event, string
 
 // parseEvent decodes a message the scripts published.
 func parseEvent(msg string) (Event, bool) {
-	kind := Acquired
+	if rest, ok := strings.CutPrefix(msg, releasedPrefix); ok {
+		fence, err := strconv.ParseInt(rest, 10, 64)
+		return Event{Kind: Released, Fence: fence}, err == nil
+	}
 	rest, ok := strings.CutPrefix(msg, acquiredPrefix)
 	if !ok {
-		kind = Released
-		if rest, ok = strings.CutPrefix(msg, releasedPrefix); !ok {
-			return Event{}, false
-		}
+		return Event{}, false
 	}
-	fence, err := strconv.ParseInt(rest, 10, 64)
+	// "<fence>", or "<fence>:<ttl ms>:<token>" (the token may hold ':').
+	f, rest, full := strings.Cut(rest, ":")
+	fence, err := strconv.ParseInt(f, 10, 64)
 	if err != nil {
 		return Event{}, false
 	}
-	return Event{Kind: kind, Fence: fence}, true
+	ev := Event{Kind: Acquired, Fence: fence}
+	if !full {
+		return ev, true
+	}
+	ms, token, ok := strings.Cut(rest, ":")
+	ttl, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || err != nil || token == "" || ttl < 0 {
+		return Event{}, false
+	}
+	ev.Holder, ev.TTL = token, time.Duration(ttl)*time.Millisecond
+	if ttl == 0 {
+		ev.TTL = -1
+	}
+	return ev, true
 }

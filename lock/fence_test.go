@@ -167,11 +167,12 @@ func TestFencesReplaceACounterThatIsNotANumber(t *testing.T) {
 
 // TestEventsCarryTheExactFence subscribes as a watcher would and checks the
 // messages name the fencing token digit for digit (it exceeds float64's
-// 14-digit formatting in Lua).
+// 14-digit formatting in Lua), and the holder and TTL of each acquisition.
 func TestEventsCarryTheExactFence(t *testing.T) {
 	checkLeaks(t)
 	e := newEnv(t)
-	l := e.lock(t, "events", Config{TTL: time.Minute, Announce: true})
+	const ttl = time.Minute
+	l := e.lock(t, "events", Config{TTL: ttl, Announce: true})
 	msgs := make(chan string, 8)
 	ctx, cancel := context.WithCancel(context.Background())
 	subscribed := make(chan struct{})
@@ -202,12 +203,12 @@ func TestEventsCarryTheExactFence(t *testing.T) {
 		t.Fatalf("EXISTS after cleanup = %d; want 0", n)
 	}
 	for _, want := range []string{
-		"acquired:" + strconv.FormatInt(h.Fence(), 10),
-		"released:" + strconv.FormatInt(h.Fence(), 10),
-		"acquired:" + strconv.FormatInt(h2.Fence(), 10),
-		"released:" + strconv.FormatInt(h2.Fence(), 10),
-		"acquired:" + strconv.FormatInt(h3.Fence(), 10),
-		"released:" + strconv.FormatInt(h3.Fence(), 10),
+		acquiredMessage(h, ttl),
+		releasedMessage(h.Fence()),
+		acquiredMessage(h2, ttl),
+		releasedMessage(h2.Fence()),
+		acquiredMessage(h3, ttl),
+		releasedMessage(h3.Fence()),
 	} {
 		select {
 		case got := <-msgs:
@@ -218,6 +219,12 @@ func TestEventsCarryTheExactFence(t *testing.T) {
 			t.Fatalf("no message; want %q", want)
 		}
 	}
+}
+
+// acquiredMessage is what an announcing lock with ttl publishes when h
+// acquires it.
+func acquiredMessage(h *Held, ttl time.Duration) string {
+	return fmt.Sprintf("acquired:%d:%d:%s", h.Fence(), ttl.Milliseconds(), h.Token())
 }
 
 // TestAttemptReportsTheHoldersTTL: a failed attempt returns the holder's
@@ -265,9 +272,34 @@ func TestFollowReportsEventsWithTheirFence(t *testing.T) {
 	if err := h.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []Event{{Kind: Acquired, Fence: h.Fence()}, {Kind: Released, Fence: h.Fence()}} {
+	for _, want := range []Event{{Kind: Acquired, Fence: h.Fence(), Holder: h.Token(), TTL: time.Minute}, {Kind: Released, Fence: h.Fence()}} {
 		if got := nextEvent(t, events); got != want {
 			t.Fatalf("event = %+v; want %+v", got, want)
+		}
+	}
+}
+
+func TestParseEvent(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		want Event
+		ok   bool
+	}{
+		{"released:17", Event{Kind: Released, Fence: 17}, true},
+		{"acquired:17", Event{Kind: Acquired, Fence: 17}, true}, // an older publisher: no holder
+		{"acquired:17:1500:host-a#x1", Event{Kind: Acquired, Fence: 17, Holder: "host-a#x1", TTL: 1500 * time.Millisecond}, true},
+		{"acquired:17:0:tok", Event{Kind: Acquired, Fence: 17, Holder: "tok", TTL: -1}, true}, // no expiry
+		{"acquired:17:20:a:b:c", Event{Kind: Acquired, Fence: 17, Holder: "a:b:c", TTL: 20 * time.Millisecond}, true},
+		{"acquired:17:20:", Event{}, false},
+		{"acquired:17:x:tok", Event{}, false},
+		{"acquired:17:20", Event{}, false},
+		{"acquired:x", Event{}, false},
+		{"released:", Event{}, false},
+		{"granted:1:t", Event{}, false},
+	} {
+		got, ok := parseEvent(tc.msg)
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("parseEvent(%q) = %+v, %v; want %+v, %v", tc.msg, got, ok, tc.want, tc.ok)
 		}
 	}
 }
@@ -302,7 +334,7 @@ func TestQuietLockPublishesNothing(t *testing.T) {
 	for ev.Kind == Subscribed { // the waiter's subscription, on the same connection
 		ev = nextEvent(t, events)
 	}
-	if want := (Event{Kind: Acquired, Fence: mark.Fence()}); ev != want {
+	if want := (Event{Kind: Acquired, Fence: mark.Fence(), Holder: mark.Token(), TTL: time.Minute}); ev != want {
 		t.Fatalf("after quiet acquisitions, a handover and releases, event = %+v; want the marker %+v", ev, want)
 	}
 	if err := mark.Release(ctxT(t)); err != nil {

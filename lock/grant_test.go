@@ -235,7 +235,7 @@ func TestGrantToAWaiterThatGaveUpIsPassedOn(t *testing.T) {
 	if got := e.srv.String(t, "GET", l.Key()); got != w2.Token() {
 		t.Fatalf("GET = %q; want the second waiter's token", got)
 	}
-	wantGrantTakenBack(t, msgs, h, w2, "release, grant to the first waiter, its release, grant to the second")
+	wantGrantTakenBack(t, msgs, h, w2, time.Minute, true, "grant to the first waiter, release, grant to the second, its release")
 	if err := w2.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -277,16 +277,17 @@ func TestLostGrantReplyIsTakenBack(t *testing.T) {
 	if got := e.srv.String(t, "GET", l.Key()); got != w.Token() {
 		t.Fatalf("GET = %q; want the waiter's token", got)
 	}
-	wantGrantTakenBack(t, msgs, h, w, "release, grant, its cleanup, the waiter's own acquisition")
+	wantGrantTakenBack(t, msgs, h, w, time.Minute, false, "grant, release, its cleanup, the waiter's own acquisition")
 	if err := w.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// wantGrantTakenBack checks the next four messages of an announcing lock: h
-// released with a grant, the granted acquisition released again, and last
-// acquired with a fence of its own.
-func wantGrantTakenBack(t *testing.T, msgs <-chan string, h, last *Held, what string) {
+// wantGrantTakenBack checks the next four messages of an announcing lock
+// whose TTL is ttl: h released with a grant (the grant announced first), the
+// granted acquisition released again, and last acquired with a fence of its
+// own: passed on by that release (announced before it), or acquired after.
+func wantGrantTakenBack(t *testing.T, msgs <-chan string, h, last *Held, ttl time.Duration, passedOn bool, what string) {
 	t.Helper()
 	var got []string
 	for len(got) < 4 {
@@ -297,9 +298,13 @@ func wantGrantTakenBack(t *testing.T, msgs <-chan string, h, last *Held, what st
 			t.Fatalf("messages %q; want four", got)
 		}
 	}
-	g, ok := strings.CutPrefix(got[1], "acquired:")
-	want := []string{releasedMessage(h.Fence()), got[1], "released:" + g, "acquired:" + strconv.FormatInt(last.Fence(), 10)}
-	if !ok || !slices.Equal(got, want) || got[1] == want[3] {
+	ev, ok := parseEvent(got[0])
+	grant := releasedMessage(ev.Fence)
+	want := []string{got[0], releasedMessage(h.Fence()), grant, acquiredMessage(last, ttl)}
+	if passedOn {
+		want[2], want[3] = want[3], want[2]
+	}
+	if !ok || ev.Kind != Acquired || ev.TTL != ttl || ev.Holder == "" || !slices.Equal(got, want) || ev.Fence == last.Fence() {
 		t.Fatalf("published %q; want %s: %q", got, what, want)
 	}
 }

@@ -10,9 +10,10 @@ import (
 
 // Channel returns the Pub/Sub channel on which the lock's scripts publish
 // "released:<fence>" after a release that a blocked Acquire registered for,
-// and, with Config.Announce, "acquired:<fence>" after every acquisition and
+// and, with Config.Announce, "acquired:<fence>:<ttl ms>:<token>" after every
+// acquisition (a handover announces the new holder before the release) and
 // "released:<fence>" after every release, for watchers that follow the holder
-// without polling. Expiry is not published: a watcher learns of it from the
+// without polling (Follow parses them into Events). Expiry is not published: a watcher learns of it from the
 // TTL that Inspect reports.
 func (l *Lock) Channel() string { return l.keys.channel }
 

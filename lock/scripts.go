@@ -98,6 +98,14 @@ end
 `, token, ttl)
 }
 
+// acquiredMsgLua is the Lua expression of the message that announces an
+// acquisition: "acquired:<fence>:<ttl ms>:<token>", with the fence in f and
+// the token and ttl (in ms, 0 for none) as setLua takes them. Followers
+// learn the new holder from it without reading the key (parseEvent).
+func acquiredMsgLua(token string, ttl int) string {
+	return fmt.Sprintf(`string.format('acquired:%%d:%%s:', f, ARGV[%[2]d]) .. %[1]s`, token, ttl)
+}
+
 // handoverLua pops queue entries until one is granted the key: the first
 // whose grant channel (ARGV[prefix] .. id) has a subscriber. An entry of the
 // caller's own waiter id (ARGV[self], "" for none) ends the loop with
@@ -147,8 +155,8 @@ end
 
 // acquireLua takes the key for the caller if it is free and nobody waits
 // in line before the caller, issuing the next fencing token in the same step
-// (fenceLua). With announce it publishes "acquired:<fence>" on the lock's
-// channel, for followers such as election watchers; the message reaches
+// (fenceLua). With announce it publishes the acquisition on the lock's
+// channel (acquiredMsgLua), for followers such as election watchers; the message reaches
 // them only once the script has finished, so publishing before the key is
 // set is invisible to them, and a refused PUBLISH fails the script before
 // the key is written.
@@ -201,7 +209,7 @@ if grantee then
     redis.call('RPUSH', KEYS[3], ARGV[6])
   end
   if ARGV[4] == '1' then
-    redis.call('PUBLISH', ARGV[3], string.format('acquired:%d', f))
+    redis.call('PUBLISH', ARGV[3], ` + acquiredMsgLua("grantee", 9) + `)
   end
 ` + setLua("grantee", 9) + `
   return -2 - tonumber(ARGV[9])
@@ -210,7 +218,7 @@ if not f then
 ` + fenceLua + `
 end
 if ARGV[4] == '1' then
-  redis.call('PUBLISH', ARGV[3], string.format('acquired:%d', f))
+  redis.call('PUBLISH', ARGV[3], ` + acquiredMsgLua("ARGV[1]", 2) + `)
 end
 ` + setLua("ARGV[1]", 2) + `
 return f
@@ -243,6 +251,11 @@ func acquireHeldBy(reply int64) time.Duration {
 // fence: one round trip, and the key is never free. The releaser's reply
 // tells the waiter; a reply that is lost is taken back by that token
 // (Lock.cleanup).
+//
+// With announce, a handover publishes the new acquisition (acquiredMsgLua)
+// before the release, so that a follower learns of the next holder before
+// it hears that the last one let go, and need not read the key to find out
+// who holds it now.
 //
 // Release: the key is deleted, and with announce "released:<fence>"
 // (ARGV[4]) is published. The *Held knows its fence; a caller that does not
@@ -286,8 +299,8 @@ if grantee then
     redis.call('RPUSH', KEYS[3], ARGV[9])
   end
   if ARGV[3] == '1' then
+    redis.call('PUBLISH', ARGV[2], ` + acquiredMsgLua("grantee", 8) + `)
     redis.call('PUBLISH', ARGV[2], msg)
-    redis.call('PUBLISH', ARGV[2], string.format('acquired:%d', f))
   end
 ` + setLua("grantee", 8) + `
   return -2
@@ -297,8 +310,8 @@ if ARGV[10] ~= '' then
 ` + nextFenceLua(5) + `
   end
   if ARGV[3] == '1' then
+    redis.call('PUBLISH', ARGV[2], ` + acquiredMsgLua("ARGV[10]", 7) + `)
     redis.call('PUBLISH', ARGV[2], msg)
-    redis.call('PUBLISH', ARGV[2], string.format('acquired:%d', f))
   end
 ` + setLua("ARGV[10]", 7) + `
   return f
