@@ -193,7 +193,9 @@ func TestHandoverCostsWatchersNoRead(t *testing.T) {
 	g := newGroup(t)
 	// A claim window (4 x RetryPeriod/10) far longer than the test, so that
 	// no read at the end of the grant's announced TTL falls inside it.
-	slow := func(c *Config) { c.TTL, c.RenewDeadline, c.RetryPeriod = 20*time.Second, 14*time.Second, 10*time.Second }
+	slow := func(c *Config) {
+		c.TTL, c.RenewDeadline, c.RetryPeriod = 20*time.Second, 14*time.Second, 10*time.Second
+	}
 	const watchers = 6
 	watched := make([]*history, watchers)
 	for i := range watched {
