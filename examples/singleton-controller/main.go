@@ -36,7 +36,7 @@ func main() {
 func run(ctx context.Context, addr, name string, every time.Duration) error {
 	// No client-side caching: baton does not use it, and it needs the
 	// CLIENT TRACKING permission (see docs/operations.md).
-	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true, DisableRetry: true})
 	if err != nil {
 		return err
 	}

@@ -86,7 +86,7 @@ func run(ctx context.Context, addr, name string, lead time.Duration, pretty bool
 		}
 	}()
 
-	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	client, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true, DisableRetry: true})
 	if err != nil {
 		return err
 	}
