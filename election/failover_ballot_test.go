@@ -81,9 +81,10 @@ type ballot struct {
 	mu       sync.Mutex // guards the fields below
 	rng      *rand.Rand
 	terms    []*termRecord
-	activity time.Time     // the last term start or successful renewal
-	changed  chan struct{} // closed and replaced whenever activity moves
-	stale    []staleReport // the observer's reports of a leader older than one it had seen
+	activity time.Time        // the last term start or successful renewal
+	changed  chan struct{}    // closed and replaced whenever activity moves
+	stale    []staleReport    // the observer's reports of a leader older than one it had seen
+	newest   callbacks.Leader // the leader with the highest fence the observer reported
 
 	cancel  context.CancelFunc
 	watched chan struct{} // closed when the observer has returned
@@ -172,17 +173,21 @@ func (b *ballot) stop(t *testing.T) {
 	}
 }
 
-// staleReport is a leader the observer reported with Stale set.
+// staleReport is a leader the observer reported with Stale set, and the
+// newest leader it had reported before.
 type staleReport struct {
-	at     time.Time
-	leader callbacks.Leader
+	at             time.Time
+	leader, newest callbacks.Leader
 }
 
 func (b *ballot) observed(l callbacks.Leader) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if l.Stale {
-		b.mu.Lock()
-		b.stale = append(b.stale, staleReport{at: time.Now(), leader: l})
-		b.mu.Unlock()
+		b.stale = append(b.stale, staleReport{at: time.Now(), leader: l, newest: b.newest})
+	}
+	if l.Fence > b.newest.Fence {
+		b.newest = l
 	}
 }
 

@@ -152,14 +152,17 @@ func (r *rig) analyse() *topologyReport {
 		for _, rec := range terms {
 			fences[rec.fence] = true
 		}
+		whose := func(fence int64) string {
+			if fences[fence] {
+				return "a term's"
+			}
+			return "no term's: an acquisition given back, or a grant never claimed"
+		}
 		for _, st := range b.staleReports() {
 			at(st.at).stale++
-			what := "a term's"
-			if !fences[st.leader.Fence] {
-				what = "no term's: an acquisition given back or lost"
-			}
-			br.notes = append(br.notes, fmt.Sprintf("observer reported a stale leader at %v: %s fence %d, %s",
-				st.at.Sub(r.failovers[0].trigger).Round(time.Millisecond), st.leader.Identity, st.leader.Fence, what))
+			br.notes = append(br.notes, fmt.Sprintf("observer reported a stale leader at %v: %s fence %d (%s) after %s fence %d (%s)",
+				st.at.Sub(r.failovers[0].trigger).Round(time.Millisecond), st.leader.Identity, st.leader.Fence, whose(st.leader.Fence),
+				st.newest.Identity, st.newest.Fence, whose(st.newest.Fence)))
 		}
 
 		ran := make(map[string]grant) // token -> the grant run by the script
