@@ -120,7 +120,13 @@ func (r *rig) analyse() *topologyReport {
 				}
 				w := at(y.start)
 				w.overlaps++
-				br.notes = append(br.notes, fmt.Sprintf("overlap of %v:\n\t%s\n\t%s", y.start.Sub(x.end).Abs().Round(time.Microsecond), describe(x), describe(y)))
+				note := fmt.Sprintf("overlap of %v:\n\t%s\n\t%s", y.start.Sub(x.end).Abs().Round(time.Microsecond), describe(x), describe(y))
+				for _, line := range r.grants.traced(x.start.Add(-300*time.Millisecond), y.start.Add(50*time.Millisecond)) {
+					if strings.Contains(line, b.key) {
+						note += "\n\t\t" + line
+					}
+				}
+				br.notes = append(br.notes, note)
 				end := x.end
 				if y.end.Before(end) {
 					end = y.end
