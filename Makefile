@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 BENCHTIME ?= 2s
 
-.PHONY: test valkey vet bench bench-peers lint cover demo tidy-check examples chaos
+.PHONY: test valkey vet bench bench-peers lint cover demo tidy-check examples chaos failover
 
 ## test: install valkey-server if missing, vet, vet/build/test the examples, and run every test with -race
 test: valkey vet examples
@@ -18,6 +18,14 @@ vet:
 ## examples: vet, build and test the runnable examples (their own module, with the OTel SDK)
 examples: valkey
 	cd examples && $(GO) vet ./... && $(GO) build ./... && $(GO) test -race -count=1 ./...
+
+## failover: TestFailover's campaign, FAILOVERS (20) failovers of each kind on a real Cluster and Sentinel
+## group, with and without replica acknowledgement; prints the tables of docs/operations.md (about 12 minutes)
+FAILOVERS ?= 20
+failover: valkey
+	@table=$$(mktemp); \
+	$(GO) test -race -count=1 -timeout 90m -run '^TestFailover$$' ./election -failover.count=$(FAILOVERS) -failover.table=$$table; \
+	status=$$?; cat $$table; rm -f $$table; exit $$status
 
 ## demo: three `baton run` candidates on a private valkey-server: crash failover and resign handoff, measured
 demo:

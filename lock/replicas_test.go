@@ -23,6 +23,16 @@ func startReplicated(t *testing.T) (primary, replica *valkeytest.Server) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// A replica whose link just came up can take a few hundred
+	// milliseconds to acknowledge anything (its acknowledged offset stays 0
+	// meanwhile), longer than the tests' ReplicaTimeout: wait until it has
+	// acknowledged a write. WAIT must follow the write on its connection
+	// (one DoMulti), or it counts nothing.
+	c := primary.Client(t)
+	res := c.DoMulti(ctxT(t), c.B().Set().Key("replicated").Value("1").Build(), c.B().Wait().Numreplicas(1).Timeout(10000).Build())
+	if n, err := res[1].AsInt64(); err != nil || n != 1 {
+		t.Fatalf("SET then WAIT 1 on the primary = %d, %v; want 1 replica", n, err)
+	}
 	return primary, replica
 }
 

@@ -52,8 +52,8 @@
 //     without stopping the old primary first: the old primary keeps taking
 //     writes, all lost, until its clients hear of the switch and until
 //     Sentinel demotes it.
-//   - Cluster.RestartNode: an empty restart that rejoins the cluster, a
-//     killed primary coming back as a replica.
+//   - Cluster.RestartNode, SentinelGroup.RestartNode: an empty restart
+//     that rejoins the topology, a killed primary coming back as a replica.
 //   - PauseReplication: CLIENT PAUSE WRITE on a replica, which then stops
 //     applying its primary's stream while every health check still passes:
 //     a lagging replica. A failover to it loses what it held back.

@@ -238,12 +238,32 @@ func (g *SentinelGroup) Failover(tb testing.TB) *Server {
 // the sentinels have agreed it is down, elected a leader, promoted a
 // replica and settled, five to six seconds on an idle machine. It returns
 // the new primary. Writes the promoted replica had not received are lost;
-// the killed node stays down.
+// the killed node stays down until RestartNode.
 func (g *SentinelGroup) KillPrimary(tb testing.TB) *Server {
 	tb.Helper()
 	old := g.awaitSettled(tb, "sentinel group settled before killing the primary")
 	old.Kill(tb)
 	return g.awaitNewPrimary(tb, old, "sentinels replace killed "+old.Addr())
+}
+
+// RestartNode restarts node, a data node that was killed (KillPrimary, or
+// Server.Kill), empty, as a replica of the current primary, and waits until
+// the group has settled. The replica role is on its command line from the
+// start: restarted from its own arguments, a former primary would come back
+// as an empty primary, and clients that were connected to it (valkey-go
+// reconnects to the address it had) would write to it until Sentinel
+// converts it into a replica.
+func (g *SentinelGroup) RestartNode(tb testing.TB, node *Server) {
+	tb.Helper()
+	if !slices.Contains(g.data, node) {
+		tb.Fatalf("valkeytest: %s is not a data node of this group", node.Addr())
+	}
+	primary := g.Primary(tb)
+	if primary == node {
+		tb.Fatalf("valkeytest: restart %s: the sentinels name it the primary", node.Addr())
+	}
+	node.restart(tb, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port()))
+	g.awaitSettled(tb, node.Addr()+" rejoins as a replica")
 }
 
 // PauseReplication holds replica back with CLIENT PAUSE WRITE on it: it

@@ -2,6 +2,7 @@ package valkeytest
 
 import (
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -93,6 +94,17 @@ func TestSentinelKillPrimary(t *testing.T) {
 		t.Errorf("Replicas() after KillPrimary = %v; want %v", addrs(got), addrs(survivor))
 	}
 	checkKeys(t, client, keys)
+
+	g.RestartNode(t, old)
+	if got := g.Replicas(t); len(got) != 2 || !slices.Contains(got, old) {
+		t.Errorf("Replicas() after RestartNode = %v; want both non-primary nodes", addrs(got))
+	}
+	if info := old.Info(t, "replication"); info["role"] != "slave" || info["master_port"] != strconv.Itoa(primary.Port()) {
+		t.Errorf("restarted %s: role %s of port %s; want a replica of %s", old.Addr(), info["role"], info["master_port"], primary.Addr())
+	}
+	if n := countKeys(t, old, keys); n != len(keys) {
+		t.Errorf("restarted replica has %d of %d keys; want all, synced from the primary", n, len(keys))
+	}
 }
 
 // countKeys returns how many of keys exist on node.

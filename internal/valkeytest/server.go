@@ -188,11 +188,18 @@ func (s *Server) Kill(tb testing.TB) {
 // written to the dead connection (valkey-go retries only read-only commands).
 func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
+	s.restart(tb)
+}
+
+// restart is Restart with extra arguments for this run only, after those
+// of Start.
+func (s *Server) restart(tb testing.TB, extra ...string) {
+	tb.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.killLocked()
 	for attempt := 1; ; attempt++ {
-		p, err := s.launch(s.port)
+		p, err := s.launch(s.port, extra...)
 		if err == nil {
 			s.proc = p
 			return
@@ -396,9 +403,10 @@ func (s *Server) killLocked() {
 	}
 }
 
-// launch starts valkey-server on port and waits until it answers; on failure
-// the process is killed and reaped before launch returns.
-func (s *Server) launch(port int) (*process, error) {
+// launch starts valkey-server on port, with extra after the arguments of
+// Start, and waits until it answers; on failure the process is killed and
+// reaped before launch returns.
+func (s *Server) launch(port int, extra ...string) (*process, error) {
 	var args []string
 	if s.confPath != "" {
 		args = append(args, s.confPath) // the config file must come first
@@ -416,7 +424,8 @@ func (s *Server) launch(port int) (*process, error) {
 	if s.busPort != 0 {
 		args = append(args, "--cluster-port", strconv.Itoa(s.busPort))
 	}
-	cmd := exec.Command(s.bin, append(args, s.args...)...)
+	args = append(append(args, s.args...), extra...)
+	cmd := exec.Command(s.bin, args...)
 	cmd.SysProcAttr = SysProcAttr()
 	// Errors before the log file is open (a bad argument) go to stderr.
 	logf, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
