@@ -354,3 +354,23 @@ func TestTwoLocksContendFairly(t *testing.T) {
 		t.Fatalf("holder switched between the Locks %d times in %d acquisitions; want at least %d", switches, len(order), rounds)
 	}
 }
+
+// TestStaleGrantIsNotPassedOn: a grant message older than an acquisition
+// this *Lock made itself (relayed late, as by a node demoted in a failover)
+// is neither taken nor passed on. Passing it on releases by the grant's
+// token, which, with one token for every acquisition (an identity), is the
+// live acquisition's.
+func TestStaleGrantIsNotPassedOn(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(t, "stale", Config{TTL: time.Minute, RetryInterval: time.Hour})
+	h := mustAcquire(t, l, WithUniqueToken("host-1"))
+	// What the grant subscription does with the message.
+	l.queue.grantHeard(h.Fence()-1, "host-1")
+	l.queue.passing.Wait()
+	if ok, err := h.Owned(ctxT(t)); err != nil || !ok {
+		t.Fatalf("after a stale grant to its token, Owned() = %v, %v; want true", ok, err)
+	}
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}

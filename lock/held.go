@@ -100,14 +100,18 @@ func (h *Held) ValidUntil() time.Time {
 // grant, or its claim window is less than half gone, in which case its claim
 // is scheduled for the half-way mark. With replica acknowledgement a grant is
 // never ready: its claim, acknowledged, is what shows that the replicas have
-// the grant too.
+// the grant too. On a cluster neither: after a failover within the shard, a
+// sharded subscription stays on the demoted node, which relays the grants
+// the new primary publishes, including those it made to nobody (it skipped
+// the waiter as dead, having no subscriber of its own); the claim tells a
+// grant the server made from one it did not.
 func (h *Held) ready() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.unclaimed {
 		return true
 	}
-	if h.lock.cfg.Replicas > 0 {
+	if h.lock.cfg.Replicas > 0 || h.lock.sharded {
 		return false
 	}
 	d := time.Until(h.acquiredAt.Add(h.lock.claim / 2))

@@ -348,6 +348,7 @@ func (l *Lock) attempt(ctx context.Context, a attemptArgs) (attemptResult, error
 		}
 		return attemptResult{}, l.error("acquire", ErrNotAcquired, context.Cause(ctx))
 	}
+	l.queue.acquiredFence(n)
 	res.held = h
 	return res, nil
 }

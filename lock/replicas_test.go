@@ -157,3 +157,101 @@ func retryAcquire(t *testing.T, l *Lock) *Held {
 	}
 	return h
 }
+
+// TestGrantHeardOnADemotedNodeIsNotTaken: after a failover within the
+// lock's shard, a waiting *Lock's sharded subscription stays on the demoted
+// node, which still relays the shard's messages. The new primary's release
+// finds no subscriber for the *Lock's grant, skips it as dead and deletes
+// the key, yet the *Lock hears the grant. It must not return an
+// acquisition the server never made (on a cluster a grant is claimed before
+// it is returned), and it must move its subscription to the new primary,
+// where grants can reach it again.
+func TestGrantHeardOnADemotedNodeIsNotTaken(t *testing.T) {
+	c := valkeytest.StartCluster(t)
+	newLock := func() *Lock {
+		client, err := valkey.NewClient(c.ClientOption())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(client.Close)
+		l, err := New(client, "demoted", Config{TTL: time.Minute, RetryInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	holder, waiter := newLock(), newLock()
+	h := retryAcquire(t, holder)
+	// Two callers wait on one *Lock: the second keeps its subscription
+	// going while the first holds.
+	got, errc := acquireAsync(ctxT(t), waiter)
+	got2, errc2 := acquireAsync(ctxT(t), waiter)
+	awaitQueued(t, waiter, 2)
+	old := c.PrimaryFor(t, holder.Key())
+	grants := waiter.keys.grant + waiter.id
+	awaitSubscribers(t, old, grants, 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := old.Do(t, "LLEN", holder.keys.queue).AsInt64()
+		if err == nil && n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter never joined the line")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	primary := c.Failover(t, holder.Key())
+	if err := retryUnavailable(t, func() error { return h.Release(context.Background()) }); err != nil {
+		t.Fatal(err)
+	}
+	var w *Held
+	var next <-chan *Held
+	var nextErr <-chan error
+	select {
+	case w = <-got:
+		next, nextErr = got2, errc2
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	case w = <-got2:
+		next, nextErr = got, errc
+		if err := <-errc2; err != nil {
+			t.Fatal(err)
+		}
+	case <-ctxT(t).Done():
+		t.Fatal("no Acquire returned")
+	}
+	if v, err := primary.Do(t, "GET", holder.Key()).ToString(); err != nil || v != w.Token() {
+		t.Fatalf("Acquire returned token %q, fence %d; the primary's key holds %q (%v)", w.Token(), w.Fence(), v, err)
+	}
+	if w.Fence() <= h.Fence() {
+		t.Fatalf("fence %d; want > %d", w.Fence(), h.Fence())
+	}
+	awaitSubscribers(t, primary, grants, 1)
+	if err := w.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	w2 := awaitAcquired(t, next, nextErr)
+	if err := w2.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awaitSubscribers waits until node counts n sharded subscribers of channel.
+func awaitSubscribers(t *testing.T, node *valkeytest.Server, channel string, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		vals, err := node.Do(t, "PUBSUB", "SHARDNUMSUB", channel).ToArray()
+		if err == nil && len(vals) == 2 {
+			if got, err := vals[1].AsInt64(); err == nil && got == n {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never had %d subscribers of %s", node.Addr(), n, channel)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

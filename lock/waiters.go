@@ -52,13 +52,14 @@ type waitQueue struct {
 	entryOwn bool      // entry's token was made by this package
 	unsure   bool      // entry may be wrong (a lost reply, a subscription that broke): the next attempt ensures
 	anchor   time.Time // send time of the latest attempt that saw another holder since entry was queued: a grant to entry came after it
-	granted  int64     // fence of the last grant taken, so that one heard twice (message and attempt) counts once
+	granted  int64     // highest fence this *Lock acquired or took a grant of: a grant heard at or below it is stale, never taken nor passed on
 
 	// Attempts and releases in flight that put an entry in line, by entry:
 	// the grant to it can be heard before their reply.
 	pushes map[string]*push
 
 	stopSub  context.CancelFunc // ends the grant subscription; nil when none runs
+	moving   bool               // the subscription will move to the slot's current owner (resubscribe)
 	subGen   int                // generation of the running subscription
 	subbed   bool               // the server confirmed subscription subGen and it has not ended since
 	linger   *time.Timer        // stops the subscription once no waiter came back
@@ -232,6 +233,9 @@ func (q *waitQueue) take(ctx context.Context, h *Held) (_ *Held, _ error, again 
 	case err == nil:
 		return h, nil, false
 	case errors.Is(err, ErrNotOwned):
+		if q.lock.sharded {
+			q.resubscribe()
+		}
 		return nil, nil, true
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -240,12 +244,52 @@ func (q *waitQueue) take(ctx context.Context, h *Held) (_ *Held, _ error, again 
 	return nil, err, false
 }
 
-// rejoin puts w back in the queue after a grant it could not claim.
+// resubscribe moves the grant subscription, after slotMapRefresh, to the
+// node the client then routes the grant channel's slot to. On a cluster, a
+// grant that was not the key's when claimed may have been heard on a node
+// demoted by a failover, where the subscription stays and where the new
+// primary's releases do not see it (they skip this *Lock as dead, and the
+// grant it hears anyway only wakes it up). The claim was redirected to the
+// new primary, and valkey-go refreshes its slot map within slotMapRefresh of
+// a redirection; a new SSUBSCRIBE sent before that would go to the demoted
+// node again. Once confirmed, the head attempts, as after any
+// resubscription. One move is scheduled at a time.
+func (q *waitQueue) resubscribe() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.moving || q.stopSub == nil {
+		return
+	}
+	q.moving = true
+	gen := q.subGen
+	time.AfterFunc(slotMapRefresh, func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		q.moving = false
+		if q.stopSub != nil && q.subGen == gen {
+			q.stopSub()
+			q.startSubscription()
+		}
+	})
+}
+
+// slotMapRefresh bounds how long valkey-go's cluster client takes to refresh
+// its slot map after a MOVED redirection: a random delay below one second
+// (for clusters of fewer than 100 nodes), then one round trip.
+const slotMapRefresh = 2 * time.Second
+
+// rejoin puts w back in the queue after a grant it could not claim, and
+// makes the head attempt: the key may be free (a grant the server never
+// made, heard on a node demoted by a failover) or be another's, whose TTL
+// the queue does not know yet.
 func (q *waitQueue) rejoin(w *waiter) {
 	q.mu.Lock()
 	w.held, w.gone, w.attempt = nil, false, true
 	q.mu.Unlock()
 	q.join(w, time.Time{})
+	q.mu.Lock()
+	q.wakeHeadLocked()
+	q.mu.Unlock()
 }
 
 // argsLocked says how the next attempt by a waiter with token takes part in
@@ -580,6 +624,7 @@ func (q *waitQueue) released(next *waiter, entry string, entryOwn bool, n int64,
 	case n > 0 && next != nil:
 		// Our entry, if it was first in line, went with it.
 		q.entry, q.unsure = "", false
+		q.granted = max(q.granted, n)
 		h := newHeld(q.lock, next.token, true, n, sent)
 		if !acked {
 			// The replicas have not acknowledged the handover: the waiter
@@ -668,6 +713,18 @@ func (q *waitQueue) grantHeard(fence int64, token string) {
 	q.expiry = h.validUntil
 	pokeWaiter(w)
 	q.removeLocked(w, false, false)
+	q.mu.Unlock()
+}
+
+// acquiredFence records the fence of an acquisition by this *Lock's own
+// attempt. A grant message with a fence at or below it is older than that
+// acquisition (a message relayed late, such as by a node demoted in a
+// failover): passing it on would release by the grant's token, which, with
+// a caller's token used for every acquisition (an identity), is this live
+// acquisition's.
+func (q *waitQueue) acquiredFence(fence int64) {
+	q.mu.Lock()
+	q.granted = max(q.granted, fence)
 	q.mu.Unlock()
 }
 
