@@ -20,7 +20,7 @@ examples: valkey
 	cd examples && $(GO) vet ./... && $(GO) build ./... && $(GO) test -race -count=1 ./...
 
 ## failover: TestFailover's campaign, FAILOVERS (20) failovers of each kind on a real Cluster and Sentinel
-## group, with and without replica acknowledgement; prints the tables of docs/operations.md (about 12 minutes)
+## group, with and without replica acknowledgement; prints the tables of docs/operations.md (about 8 minutes)
 FAILOVERS ?= 20
 failover: valkey
 	@table=$$(mktemp); \

@@ -313,6 +313,12 @@ func (rep *topologyReport) check(t *testing.T) {
 				f := rep.failovers[i-1]
 				what = fmt.Sprintf("failover %d (%s, %s -> %s)", i, f.kind, f.old, f.new)
 			}
+			// A term no server granted is a lock bug, whatever the
+			// replication: a grant message heard that the server never
+			// carried out (see TestGrantHeardOnADemotedNodeIsNotTaken).
+			if w.phantoms != 0 {
+				t.Errorf("%s with Replicas=%d, %s: %d terms whose token no server set at the key; want 0", br.name, br.replicas, what, w.phantoms)
+			}
 			if br.replicas > 0 {
 				if w.overlaps != 0 {
 					t.Errorf("%s with Replicas=%d, %s: %d overlapping terms (longest %v); want 0", br.name, br.replicas, what, w.overlaps, w.maxOverlap)
@@ -322,9 +328,6 @@ func (rep *topologyReport) check(t *testing.T) {
 				}
 				if w.regressions != 0 {
 					t.Errorf("%s with Replicas=%d, %s: %d fences issued below an earlier one; want 0", br.name, br.replicas, what, w.regressions)
-				}
-				if w.phantoms != 0 {
-					t.Errorf("%s with Replicas=%d, %s: %d terms whose token no server set at the key; want 0", br.name, br.replicas, what, w.phantoms)
 				}
 				if w.heldTerms != 0 {
 					t.Errorf("%s with Replicas=%d, %s: %d terms begun while every replica was held back; want 0", br.name, br.replicas, what, w.heldTerms)

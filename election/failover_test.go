@@ -33,11 +33,12 @@ var (
 // the promoted node never had.
 //
 // The assertions are the targets of full acknowledgement: no overlapping
-// terms, no lost term, no term whose token no server ever set at the key,
-// no fence that is not above an earlier one, no term begun while nothing
-// replicates. Without acknowledgement the figures are only reported (t.Log,
-// and -failover.table), apart from a check that the held-back runs' terms
-// are found lost, which shows that the loss detector works. For every
+// terms, no lost term, no fence that is not above an earlier one, no term
+// begun while nothing replicates. Without acknowledgement the figures are
+// only reported (t.Log, and -failover.table), apart from a check that the
+// held-back runs' terms are found lost, which shows that the loss detector
+// works. With or without, no term's token may be one no server ever set at
+// the key: that is a lock bug, not replication. For every
 // election, every term must have left a trace in the servers' feeds, or the
 // record is incomplete. Counts and invariants only: nothing is timed
 // against a bound. BATON_FAILOVER_TRACE=1 keeps every MONITOR line on the
