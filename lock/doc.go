@@ -75,7 +75,10 @@
 // window only (Config.ClaimWindow, four RetryIntervals by default): a live
 // grantee claims the key (resets its TTL) before half of it has passed, so a
 // grant nobody claims expires and passes on, at the latest one fallback
-// interval of the next waiter later. A waiter whose Acquire gives up takes
+// interval of the next waiter later. With Config.Replicas, and on a Valkey
+// Cluster, a grant is claimed before Acquire returns: one more round trip,
+// which on a Cluster tells a grant the server made from one relayed by a
+// node demoted in a failover. A waiter whose Acquire gives up takes
 // its entry out of line.
 //
 // A waiter attempts by itself only when it must: to take its place in line,
