@@ -85,22 +85,11 @@ func TestUnacknowledgedWritesDoNotCount(t *testing.T) {
 // which every node would relay over the cluster bus, is not used.
 func TestShardedPubSubOnACluster(t *testing.T) {
 	c := valkeytest.StartCluster(t)
-	newLock := func() *Lock {
-		client, err := valkey.NewClient(c.ClientOption())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(client.Close)
-		l, err := New(client, "sharded", Config{TTL: time.Minute, Announce: true, RetryInterval: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !l.sharded {
-			t.Fatal("a cluster client's Lock does not use sharded Pub/Sub")
-		}
-		return l
+	cfg := Config{TTL: time.Minute, Announce: true, RetryInterval: time.Hour}
+	a, b := clusterLock(t, c, "sharded", cfg), clusterLock(t, c, "sharded", cfg)
+	if !a.sharded {
+		t.Fatal("a cluster client's Lock does not use sharded Pub/Sub")
 	}
-	a, b := newLock(), newLock()
 	events := follow(t, a)
 	if ev := nextEvent(t, events); ev.Kind != Subscribed {
 		t.Fatalf("first event = %+v; want Subscribed", ev)
@@ -110,18 +99,8 @@ func TestShardedPubSubOnACluster(t *testing.T) {
 		t.Fatalf("event = %+v; want Acquired with fence %d", ev, h.Fence())
 	}
 	got, errc := acquireAsync(ctxT(t), b)
-	deadline := time.Now().Add(10 * time.Second)
 	owner := c.PrimaryFor(t, a.Key())
-	for {
-		n, err := owner.Do(t, "LLEN", a.keys.queue).AsInt64()
-		if err == nil && n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the waiter never joined the line")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitInLine(t, owner, a, 1)
 	if err := h.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -168,19 +147,8 @@ func retryAcquire(t *testing.T, l *Lock) *Held {
 // where grants can reach it again.
 func TestGrantHeardOnADemotedNodeIsNotTaken(t *testing.T) {
 	c := valkeytest.StartCluster(t)
-	newLock := func() *Lock {
-		client, err := valkey.NewClient(c.ClientOption())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(client.Close)
-		l, err := New(client, "demoted", Config{TTL: time.Minute, RetryInterval: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	holder, waiter := newLock(), newLock()
+	cfg := Config{TTL: time.Minute, RetryInterval: time.Hour}
+	holder, waiter := clusterLock(t, c, "demoted", cfg), clusterLock(t, c, "demoted", cfg)
 	h := retryAcquire(t, holder)
 	// Two callers wait on one *Lock: the second keeps its subscription
 	// going while the first holds.
@@ -190,17 +158,7 @@ func TestGrantHeardOnADemotedNodeIsNotTaken(t *testing.T) {
 	old := c.PrimaryFor(t, holder.Key())
 	grants := waiter.keys.grant + waiter.id
 	awaitSubscribers(t, old, grants, 1)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n, err := old.Do(t, "LLEN", holder.keys.queue).AsInt64()
-		if err == nil && n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the waiter never joined the line")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitInLine(t, old, holder, 1)
 	primary := c.Failover(t, holder.Key())
 	if err := retryUnavailable(t, func() error { return h.Release(context.Background()) }); err != nil {
 		t.Fatal(err)
@@ -251,6 +209,39 @@ func awaitSubscribers(t *testing.T, node *valkeytest.Server, channel string, n i
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s never had %d subscribers of %s", node.Addr(), n, channel)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// clusterLock returns a Lock on a client of its own on c, as a process of
+// its own would have.
+func clusterLock(t *testing.T, c *valkeytest.Cluster, name string, cfg Config) *Lock {
+	t.Helper()
+	client, err := valkey.NewClient(c.ClientOption())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	l, err := New(client, name, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// awaitInLine waits until n entries wait in l's line on node, the primary
+// that serves l's slot.
+func awaitInLine(t *testing.T, node *valkeytest.Server, l *Lock, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := node.Do(t, "LLEN", l.keys.queue).AsInt64()
+		if err == nil && got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d entries in line on %s; want %d", got, node.Addr(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
