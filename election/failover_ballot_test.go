@@ -211,39 +211,32 @@ func (b *ballot) touchLocked(at time.Time) {
 // renewal after since: its election works on the topology as it is now.
 func (b *ballot) awaitActivity(t *testing.T, since time.Time) {
 	t.Helper()
-	deadline := time.NewTimer(pollTimeout)
-	defer deadline.Stop()
-	for {
-		b.mu.Lock()
-		ok, changed := b.activity.After(since), b.changed
-		b.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("%s: no term and no renewal within %v", b.name, pollTimeout)
-		}
-	}
+	b.await(t, "no term and no renewal", func() bool { return b.activity.After(since) })
 }
 
 // awaitTerm waits until a term of the ballot has begun after since.
 func (b *ballot) awaitTerm(t *testing.T, since time.Time) {
 	t.Helper()
+	b.await(t, "no term began", func() bool { return len(b.terms) > 0 && b.terms[len(b.terms)-1].start.After(since) })
+}
+
+// await waits until ok, called with b.mu held, reports true, woken by every
+// change to the ballot; after pollTimeout it fails the test with failure.
+func (b *ballot) await(t *testing.T, failure string, ok func() bool) {
+	t.Helper()
 	deadline := time.NewTimer(pollTimeout)
 	defer deadline.Stop()
 	for {
 		b.mu.Lock()
-		ok, changed := len(b.terms) > 0 && b.terms[len(b.terms)-1].start.After(since), b.changed
+		done, changed := ok(), b.changed
 		b.mu.Unlock()
-		if ok {
+		if done {
 			return
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("%s: no term began within %v", b.name, pollTimeout)
+			t.Fatalf("%s: %s within %v", b.name, failure, pollTimeout)
 		}
 	}
 }
