@@ -238,6 +238,37 @@ func TestRefusedPublishStillReleases(t *testing.T) {
 	}
 }
 
+// TestRefusedAnnouncementStillHandsOver: a handover's grant reaches the
+// waiter before the script announces the new holder on the lock's channel.
+// When the ACL refuses that announcement (the user may publish on the grant
+// channels only), the handover is made all the same: the waiter holds the
+// key it heard it was given, and the release succeeds.
+func TestRefusedAnnouncementStillHandsOver(t *testing.T) {
+	e := newEnv(t)
+	cfg := Config{TTL: time.Minute, Announce: true, RetryInterval: time.Hour}
+	holder, err := New(e.aclClient(t, "announcer", valkeytest.ACL), "handover", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter := e.lock(t, "handover", cfg)
+	h := mustAcquire(t, holder)
+	got, errc := acquireAsync(ctxT(t), waiter)
+	awaitQueued(t, waiter, 1)
+	awaitInLine(t, e.srv, holder, 1)
+	// The holder may still publish grants, no longer announcements.
+	e.srv.Do(t, "ACL", "SETUSER", "announcer", "resetchannels", "&"+holder.keys.grant+"*")
+	if err := h.Release(ctxT(t)); err != nil {
+		t.Fatalf("Release with the announcement refused = %v; want nil", err)
+	}
+	w := awaitAcquired(t, got, errc)
+	if v, err := e.srv.Do(t, "GET", holder.Key()).ToString(); err != nil || v != w.Token() {
+		t.Fatalf("the waiter returned token %q; the key holds %q (%v)", w.Token(), v, err)
+	}
+	if err := w.Release(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCancelledAttemptNeverDeletesAHoldersKey: a caller's token can be the
 // holder's own (a host name used as the token). An attempt with an ended ctx
 // is not sent, and one whose ctx ends in flight is awaited, not cleaned up:

@@ -159,7 +159,9 @@ end
 // channel (acquiredMsgLua), for followers such as election watchers; the message reaches
 // them only once the script has finished, so publishing before the key is
 // set is invisible to them, and a refused PUBLISH fails the script before
-// the key is written.
+// the key is written. A handover is different: its grant was delivered
+// already, so the key must follow, and the announcement of it is a
+// protected call that a refusal skips (followers then miss that message).
 //
 // A free key with processes waiting in line goes to the first of them that
 // is alive (handoverLua), with the claim window as its TTL, unless that is
@@ -209,7 +211,7 @@ if grantee then
     redis.call('RPUSH', KEYS[3], ARGV[6])
   end
   if ARGV[4] == '1' then
-    redis.call('PUBLISH', ARGV[3], ` + acquiredMsgLua("grantee", 9) + `)
+    redis.pcall('PUBLISH', ARGV[3], ` + acquiredMsgLua("grantee", 9) + `)
   end
 ` + setLua("grantee", 9) + `
   return -2 - tonumber(ARGV[9])
@@ -264,7 +266,9 @@ func acquireHeldBy(reply int64) time.Duration {
 // acquisition's fence, and issues the next fence from the counter. That
 // PUBLISH follows the DEL, so it is a protected call: a PUBLISH the ACL
 // refuses leaves the release done and is reported as -3, never as a failed
-// release.
+// release. A handover's announcements are protected calls too (they follow
+// a grant the waiter may have heard): a refusal skips them and the handover
+// is made.
 //
 // ARGV[1] = token, ARGV[2] = channel, ARGV[3] = '1' to announce, ARGV[4] =
 // message (optional), ARGV[5] = the releaser's fence, ARGV[6] = the grant
@@ -299,8 +303,8 @@ if grantee then
     redis.call('RPUSH', KEYS[3], ARGV[9])
   end
   if ARGV[3] == '1' then
-    redis.call('PUBLISH', ARGV[2], ` + acquiredMsgLua("grantee", 8) + `)
-    redis.call('PUBLISH', ARGV[2], msg)
+    redis.pcall('PUBLISH', ARGV[2], ` + acquiredMsgLua("grantee", 8) + `)
+    redis.pcall('PUBLISH', ARGV[2], msg)
   end
 ` + setLua("grantee", 8) + `
   return -2
@@ -310,8 +314,8 @@ if ARGV[10] ~= '' then
 ` + nextFenceLua(5) + `
   end
   if ARGV[3] == '1' then
-    redis.call('PUBLISH', ARGV[2], ` + acquiredMsgLua("ARGV[10]", 7) + `)
-    redis.call('PUBLISH', ARGV[2], msg)
+    redis.pcall('PUBLISH', ARGV[2], ` + acquiredMsgLua("ARGV[10]", 7) + `)
+    redis.pcall('PUBLISH', ARGV[2], msg)
   end
 ` + setLua("ARGV[10]", 7) + `
   return f
