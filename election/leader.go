@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
@@ -147,8 +148,47 @@ func Watch(ctx context.Context, client valkey.Client, name string, fn func(callb
 	if err != nil {
 		return err
 	}
-	if err := newObserver(l, o.fallback, o.logger, fn).run(ctx); err != nil {
-		return fmt.Errorf("election: watch %q: %w", name, err)
+	// The observer reports from its own goroutines, the subscription's
+	// among them, which must never wait for fn: reports queue, and fn runs
+	// here.
+	var (
+		mu      sync.Mutex
+		pending []callbacks.Leader
+		ready   = make(chan struct{}, 1)
+	)
+	report := func(l callbacks.Leader) {
+		mu.Lock()
+		pending = append(pending, l)
+		mu.Unlock()
+		select {
+		case ready <- struct{}{}:
+		default:
+		}
 	}
-	return nil
+	deliver := func() {
+		mu.Lock()
+		batch := pending
+		pending = nil
+		mu.Unlock()
+		for _, l := range batch {
+			if ctx.Err() != nil {
+				return
+			}
+			fn(l)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- newObserver(l, o.fallback, o.logger, report).run(ctx) }()
+	for {
+		select {
+		case <-ready:
+			deliver()
+		case err := <-done:
+			deliver()
+			if err != nil {
+				return fmt.Errorf("election: watch %q: %w", name, err)
+			}
+			return nil
+		}
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/callbacks"
+	"github.com/baton-dev/baton/internal/valkeytest"
+	"github.com/baton-dev/baton/lock"
 )
 
 // watchInto runs Watch until the end of the test, recording every call of
@@ -248,4 +250,52 @@ func execCalls(t *testing.T, g *group) int {
 	}
 	t.Fatalf("cmdstat_exec %q has no calls", stat)
 	return 0
+}
+
+// TestSlowWatchFnDoesNotStallItsClient: Watch's fn runs on Watch's
+// goroutine, never on the subscription's. A fn that blocks must not stop
+// the client's reader, which with RESP3 carries the subscription on the
+// connection every other command of that client uses.
+func TestSlowWatchFnDoesNotStallItsClient(t *testing.T) {
+	checkLeaks(t)
+	srv := valkeytest.Start(t)
+	client := srv.Client(t)
+	const name = "slow-watch"
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	called := make(chan struct{}, 1)
+	unblock := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(ctx, client, name, func(callbacks.Leader) {
+			select {
+			case called <- struct{}{}:
+			default:
+			}
+			<-unblock
+		})
+	}()
+	<-called // fn now blocks on its first report
+	// Many announcements of the election's lock, from another client.
+	l, err := lock.New(srv.Client(t), name, lock.Config{TTL: time.Minute, Announce: true, KeyPrefix: DefaultKeyPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		h, err := l.TryAcquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := client.Do(ctx, client.B().Ping().Build()).Error(); err != nil {
+		t.Fatalf("PING on Watch's client while fn blocks = %v; want an answer", err)
+	}
+	close(unblock)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
