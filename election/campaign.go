@@ -140,6 +140,14 @@ func (e *Elector) await(ctx context.Context, t *term) reason {
 	case <-ctx.Done():
 		r = reasonContextDone
 	}
+	// A panic wins a tie with the end of Run that CrashOnPanic makes of it
+	// (both are ready at once): the term is released, as a panic's is,
+	// whatever KeepOnCancel says.
+	select {
+	case <-t.panic:
+		r = reasonPanicked
+	default:
+	}
 	// A lost lease wins a tie: there is nothing left to release.
 	select {
 	case <-t.lease.Done():
