@@ -70,7 +70,7 @@ type Config struct {
 
 	// OnRenewError, if set, is called after each renewal that failed, with
 	// the time its request was sent and the error: transient ones that will
-	// be retried and the final not-owned one alike. It runs on the renewal's
+	// be retried and the final one (not owned, or refused for good) alike. It runs on the renewal's
 	// goroutine under the same rules as OnRenew. A renewal still unanswered
 	// when the validity bound passes is not reported here: Err says
 	// ErrExpired.

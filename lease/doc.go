@@ -6,8 +6,9 @@
 // three ways, reported by Done, Err and a derived Context: the holder
 // releases it (ErrReleased) or stops it (ErrStopped), or it is lost
 // (ErrLost), either because the server refused a renewal (lock.ErrNotOwned:
-// the key was deleted, overwritten or had expired) or because its validity
-// bound passed without a successful renewal (ErrExpired).
+// the key was deleted, overwritten or had expired; lock.ErrMisconfigured: it
+// refuses renewals for good, such as a permission revoked) or because its
+// validity bound passed without a successful renewal (ErrExpired).
 //
 // # Clock model
 //

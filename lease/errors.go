@@ -18,7 +18,8 @@ var (
 
 	// ErrLost is wrapped by the *LostError that Err returns when the lease
 	// ended on its own: the server no longer holds its token (the error also
-	// wraps lock.ErrNotOwned) or the validity bound passed without a
+	// wraps lock.ErrNotOwned), refuses renewals for good (it wraps
+	// lock.ErrMisconfigured), or the validity bound passed without a
 	// successful renewal (the error also wraps ErrExpired).
 	ErrLost = errors.New("lease: lost")
 

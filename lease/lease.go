@@ -52,9 +52,14 @@ type Lease struct {
 // New starts keeping h alive. It validates cfg against the lock's TTL
 // (h.Lock().TTL() must be positive), fills in its defaults and schedules the
 // first renewal at h.AcquiredAt() + RenewInterval. New makes no server call.
+// For a key handed over by another process's release, which lives only for
+// the claim window until claimed (h.ValidUntil), the bound counts from that
+// instead when it is sooner, and the first renewal (which claims) comes by
+// half-way to it.
 //
-// If h's validity bound, h.AcquiredAt() + Validity, has already passed, the
-// returned lease has already ended with an error wrapping ErrExpired.
+// If h's validity bound, h.AcquiredAt() + Validity (or the sooner bound of a
+// handed-over key), has already passed, the returned lease has already ended
+// with an error wrapping ErrExpired.
 //
 // From now on the lease owns h: release it with Lease.Release, not with
 // h.Release, which the lease would take for a loss.
@@ -90,6 +95,7 @@ func newLease(h *lock.Held, cfg Config, reacquire func(context.Context) error) (
 
 	acquired := h.AcquiredAt()
 	l.bound = acquired.Add(cfg.Validity)
+	l.next = acquired.Add(cfg.RenewInterval)
 	if until := h.ValidUntil(); !until.IsZero() {
 		// A key handed over by another process's release lives only for
 		// the claim window until it is claimed (lock.Held.ValidUntil):
@@ -98,9 +104,9 @@ func newLease(h *lock.Held, cfg Config, reacquire func(context.Context) error) (
 		life := until.Sub(acquired)
 		if b := acquired.Add(life - time.Duration(float64(cfg.DriftMargin)*float64(life)/float64(h.Lock().TTL()))); b.Before(l.bound) {
 			l.bound = b
+			l.next = acquired.Add(min(cfg.RenewInterval, b.Sub(acquired)/2))
 		}
 	}
-	l.next = acquired.Add(min(cfg.RenewInterval, l.bound.Sub(acquired)/2))
 
 	l.mu.Lock()
 	now := time.Now()
@@ -123,8 +129,9 @@ func (l *Lease) Done() <-chan struct{} { return l.ctx.Done() }
 // Err returns nil while the lease is alive. Once Done is closed it returns
 // ErrReleased, ErrStopped, or a *LostError that wraps ErrLost and either an
 // error wrapping lock.ErrNotOwned (lost at once on the first renewal the
-// server refused) or ErrExpired (the validity bound passed without a
-// successful renewal).
+// server refused: the token is gone) or lock.ErrMisconfigured (the server
+// refuses renewals for good, such as a permission revoked), or ErrExpired
+// (the validity bound passed without a successful renewal).
 func (l *Lease) Err() error {
 	if l.ctx.Err() == nil {
 		return nil
@@ -142,7 +149,8 @@ func (l *Lease) Held() *lock.Held { return l.h }
 
 // ValidUntil returns the current validity bound on the local monotonic clock:
 // the moment before the last successful acquire or renew request was sent,
-// plus Validity. Use it as the deadline of work that must finish while the
+// plus Validity (for a handed-over key not yet claimed, the sooner bound New
+// describes). Use it as the deadline of work that must finish while the
 // lock is held. Once the lease has ended it returns the end, if that was
 // earlier than the bound.
 func (l *Lease) ValidUntil() time.Time {
