@@ -18,8 +18,11 @@ const Version = "0.1.0"
 
 // Span attribute keys.
 const (
-	AttrName     = attribute.Key("baton.lock.name")
-	AttrFence    = attribute.Key("baton.lock.fence")
+	// AttrName is the lock's name, on every span.
+	AttrName = attribute.Key("baton.lock.name")
+	// AttrFence is the fencing token of the acquisition a span is about.
+	AttrFence = attribute.Key("baton.lock.fence")
+	// AttrAcquired says whether an acquire or wait span took the lock.
 	AttrAcquired = attribute.Key("baton.lock.acquired")
 	// AttrWaits is set on the lock.acquire span of an Acquire that went on
 	// to wait in line; the wait and its outcome are the lock.wait span.
@@ -116,6 +119,7 @@ var errorTypes = []struct {
 	{ErrNoTTL, "no_ttl"},
 	{ErrInvalidTTL, "invalid_ttl"},
 	{ErrUnavailable, "unavailable"},
+	{ErrNotReplicated, "not_replicated"},
 	{ErrMisconfigured, "misconfigured"},
 	{context.Canceled, "canceled"},
 	{context.DeadlineExceeded, "deadline_exceeded"},

@@ -218,6 +218,7 @@ func TestErrorType(t *testing.T) {
 		{&Error{Op: "release", Name: "x", Kind: ErrNotOwned}, "not_owned"},
 		{&Error{Op: "acquire", Name: "x", Kind: ErrNotAcquired, Err: context.Canceled}, "not_acquired"},
 		{&Error{Op: "extend", Name: "x", Kind: ErrUnavailable, Err: context.DeadlineExceeded}, "unavailable"},
+		{&Error{Op: "acquire", Name: "x", Kind: ErrNotReplicated}, "not_replicated"},
 		{&Error{Op: "check", Name: "x", Kind: ErrMisconfigured}, "misconfigured"},
 		{fmt.Errorf("wrapped: %w", context.DeadlineExceeded), "deadline_exceeded"},
 		{context.Canceled, "canceled"},
