@@ -11,6 +11,7 @@ import (
 
 	"github.com/baton-dev/baton/callbacks"
 	"github.com/baton-dev/baton/internal/random"
+	"github.com/baton-dev/baton/lease"
 	"github.com/baton-dev/baton/lock"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -88,11 +89,12 @@ type Config struct {
 
 	// RetryPeriod is the leader's renewal interval. It also caps the backoff
 	// after server errors, and is the pause after Resign before campaigning
-	// again. Standbys do not attempt on it: they attempt when the leader's
-	// release is published or a read finds no leader, and read the leader at
-	// its TTL's end and every min(TTL, 5s), or every RetryPeriod/2 while
-	// their subscription is down (so that they see a resigned leader's
-	// release before its pause ends). Default DefaultRetryPeriod.
+	// again. Standbys wait in the lock's line (see package lock): the
+	// leader's release hands the leadership to the first of them, and they
+	// attempt on their own when the leader's TTL runs out and every
+	// RetryPeriod (every RetryPeriod/10 while their subscription is down).
+	// Every elector reads the leader, for OnNewLeader, at its TTL's end and
+	// every min(TTL, 5s). Default DefaultRetryPeriod.
 	RetryPeriod time.Duration
 
 	// Callbacks receive the elector's transitions; OnElected is required.
@@ -198,6 +200,46 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// LockConfig returns the lock.Config an Elector built from c campaigns with,
+// c's defaults filled in. Take the election's lock outside Run with it (one
+// attempt, as `baton run --try` does) so that its key, announcements, claim
+// window and replica acknowledgement are an elector's: handovers between it
+// and electors then agree on every duration.
+func (c Config) LockConfig() lock.Config {
+	c = c.withDefaults()
+	return lock.Config{
+		Announce: true, // watchers follow the leader through the lock's events
+		TTL:      c.TTL,
+		// Standbys wait in line and are handed the leadership; they attempt
+		// on their own ten times RetryInterval apart while they hear the
+		// handovers (every RetryPeriod), and a handover to a standby that
+		// froze passes on after the claim window, four RetryIntervals.
+		RetryInterval:  c.RetryPeriod / 10,
+		KeyPrefix:      c.KeyPrefix,
+		TracerProvider: c.TracerProvider,
+		Logger:         c.Logger,
+		Replicas:       c.Replicas,
+		ReplicaTimeout: c.ReplicaTimeout,
+		AOF:            c.AOF,
+	}
+}
+
+// LeaseConfig returns the lease.Config of a term of an Elector built from c,
+// c's defaults filled in, without the elector's own hooks (OnRenew,
+// OnRenewError, RenewContext): renewals every RetryPeriod, validity
+// RenewDeadline, and TTL - RenewDeadline as the margin for clock drift.
+func (c Config) LeaseConfig() lease.Config {
+	c = c.withDefaults()
+	return lease.Config{
+		RenewInterval: c.RetryPeriod,
+		Validity:      c.RenewDeadline,
+		// The gap between TTL and RenewDeadline is the election's margin
+		// for clock-rate differences; Validate checks that it is positive.
+		DriftMargin: c.TTL - c.RenewDeadline,
+		Logger:      c.Logger,
+	}
 }
 
 // Validate reports every problem with c at once, as New would, after filling

@@ -46,21 +46,7 @@ func New(client valkey.Client, cfg Config) (*Elector, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	l, err := lock.New(client, cfg.Name, lock.Config{
-		Announce: true, // watchers follow the leader through the lock's events
-		TTL:      cfg.TTL,
-		// Standbys wait in line and are handed the leadership; they attempt
-		// on their own ten times RetryInterval apart while they hear the
-		// handovers (every RetryPeriod), and a handover to a standby that
-		// froze passes on after the claim window, four RetryIntervals.
-		RetryInterval:  cfg.RetryPeriod / 10,
-		KeyPrefix:      cfg.KeyPrefix,
-		TracerProvider: cfg.TracerProvider,
-		Logger:         cfg.Logger,
-		Replicas:       cfg.Replicas,
-		ReplicaTimeout: cfg.ReplicaTimeout,
-		AOF:            cfg.AOF,
-	})
+	l, err := lock.New(client, cfg.Name, cfg.LockConfig())
 	if err != nil {
 		return nil, fmt.Errorf("election: %w", err)
 	}

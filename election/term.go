@@ -64,22 +64,17 @@ func (e *Elector) begin(ctx context.Context, parent trace.SpanContext, h *lock.H
 		leading:   true,
 		lastRenew: h.AcquiredAt(),
 	}
-	ls, err := lease.New(h, lease.Config{
-		RenewInterval: e.cfg.RetryPeriod,
-		Validity:      e.cfg.RenewDeadline,
-		// The gap between TTL and RenewDeadline is the election's margin
-		// for clock-rate differences; New checked that it is positive.
-		DriftMargin: e.cfg.TTL - e.cfg.RenewDeadline,
-		OnRenew:     func(at time.Time) { e.renewed(t, at) },
-		RenewContext: func(ctx context.Context) (context.Context, func(error)) {
-			return e.tracer.startRenew(ctx, t.parent, t.span, t.cb.Fence)
-		},
-		OnRenewError: func(at time.Time, err error) {
-			e.meters.renewFailures.Add(context.Background(), 1, e.meters.attrs)
-			e.log.Debug("election: renewal failed", "fence", t.cb.Fence, "error", err)
-		},
-		Logger: e.log,
-	})
+	lc := e.cfg.LeaseConfig()
+	lc.Logger = e.log
+	lc.OnRenew = func(at time.Time) { e.renewed(t, at) }
+	lc.RenewContext = func(ctx context.Context) (context.Context, func(error)) {
+		return e.tracer.startRenew(ctx, t.parent, t.span, t.cb.Fence)
+	}
+	lc.OnRenewError = func(at time.Time, err error) {
+		e.meters.renewFailures.Add(context.Background(), 1, e.meters.attrs)
+		e.log.Debug("election: renewal failed", "fence", t.cb.Fence, "error", err)
+	}
+	ls, err := lease.New(h, lc)
 	if err != nil {
 		return nil, err
 	}

@@ -35,18 +35,11 @@ func (r *runner) once(ctx context.Context, cfg election.Config, conn *connFlags,
 	if cfg.Identity == "" {
 		cfg.Identity = election.DefaultIdentity()
 	}
-	replicaTimeout := cfg.ReplicaTimeout
-	if replicaTimeout == 0 && cfg.Replicas > 0 {
-		replicaTimeout = min(lock.DefaultReplicaTimeout, cfg.RetryPeriod/2)
-	}
-	l, err := lock.New(client, cfg.Name, lock.Config{
-		TTL:            cfg.TTL,
-		KeyPrefix:      cfg.KeyPrefix,
-		Announce:       true, // as electors do: watchers follow acquisitions and releases
-		Logger:         r.log,
-		Replicas:       cfg.Replicas,
-		ReplicaTimeout: replicaTimeout,
-	})
+	// An elector's lock and lease: the key, its announcements and the claim
+	// window of handovers to and from `baton run` standbys agree.
+	lc := cfg.LockConfig()
+	lc.Logger = r.log
+	l, err := lock.New(client, cfg.Name, lc)
 	if err != nil {
 		return errorf(stderr, err)
 	}
@@ -71,15 +64,20 @@ func (r *runner) once(ctx context.Context, cfg election.Config, conn *connFlags,
 		}
 		return errorf(stderr, describeRefusal(opt, err))
 	}
-	ls, err := lease.New(h, lease.Config{
-		RenewInterval: cfg.RetryPeriod,
-		Validity:      cfg.RenewDeadline,
-		DriftMargin:   cfg.TTL - cfg.RenewDeadline,
-		Logger:        r.log,
-	})
+	leaseCfg := cfg.LeaseConfig()
+	leaseCfg.Logger = r.log
+	ls, err := lease.New(h, leaseCfg)
 	if err != nil {
 		_ = h.Release(context.WithoutCancel(ctx))
 		return errorf(stderr, err)
+	}
+	select {
+	case <-ls.Done():
+		// The acquisition's validity passed before its reply came, as an
+		// elector would find: give it back rather than run COMMAND on it.
+		_ = ls.Release(context.WithoutCancel(ctx))
+		return errorf(stderr, ls.Err())
+	default:
 	}
 	r.log.Info("election: elected", "election", cfg.Name, "identity", cfg.Identity, "fence", h.Fence())
 	work, cancel := ls.Context(ctx)
@@ -87,7 +85,7 @@ func (r *runner) once(ctx context.Context, cfg election.Config, conn *connFlags,
 	cancel()
 
 	r.mu.Lock()
-	finished := r.exited && r.stopping == 0 // COMMAND exited by itself
+	finished := r.started && r.exited && r.stopping == 0 // COMMAND ran and exited by itself
 	r.mu.Unlock()
 	if hold > 0 && finished && ls.Err() == nil {
 		ls.Stop() // no more renewals: the key now lives as long as we set

@@ -81,14 +81,14 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	conn.register(c.fs)
 	c.fs.DurationVar(&durations.ttl, "ttl", election.DefaultTTL, "lifetime of the leadership on the server after each renewal: a crashed leader is replaced within it")
 	c.fs.DurationVar(&durations.renewDeadline, "renew-deadline", 0, "how long the leader goes on without a successful renewal before it stops COMMAND (default 2/3 of --ttl)")
-	c.fs.DurationVar(&durations.retry, "retry-period", 0, "renewal interval, and the pause after a --rerun release (default 1/5 of --renew-deadline)")
+	c.fs.DurationVar(&durations.retry, "retry-period", 0, "renewal interval, how often a standby attempts on its own, and the pause after a --rerun release (default 1/5 of --renew-deadline)")
 	c.fs.DurationVar(&durations.grace, "grace", 0, "time COMMAND gets to exit after SIGTERM before SIGKILL (default and maximum: --ttl minus --renew-deadline, so two COMMANDs never run at once)")
 	c.fs.StringVar(&identity, "identity", "", "this candidate's `name` in the leader record and BATON_IDENTITY (default hostname-pid-random)")
 	c.fs.BoolVar(&rerun, "rerun", false, "when COMMAND exits, release, campaign again and rerun it instead of exiting (after growing pauses while it keeps failing at once)")
 	c.fs.BoolVar(&try, "try", false, "make one attempt: if another instance leads, exit 4 without running COMMAND (for cron: see --hold)")
 	c.fs.DurationVar(&hold, "hold", 0, "with --try: after COMMAND exits by itself, keep the leadership this long, so that hosts whose cron starts later do not run COMMAND again")
 	c.fs.IntVar(&replicas, "replicas", 0, "wait until `N` replicas acknowledged each acquisition and renewal (WAIT): set it to the replicas a failover can promote (Sentinel, Cluster), so a failover cannot lose a term")
-	c.fs.DurationVar(&replicaTO, "replica-timeout", 0, "how long to wait for the replicas' acknowledgement (default 250ms, at most half of --retry-period)")
+	c.fs.DurationVar(&replicaTO, "replica-timeout", 0, "with --replicas: how long to wait for the replicas' acknowledgement (default 250ms, at most half of --retry-period)")
 	c.fs.TextVar(&level, "log-level", slog.LevelInfo, "baton's own log `level` on stderr: debug, info, warn or error")
 	if status, ok := c.parse(args, stdout, stderr); !ok {
 		return status
@@ -104,6 +104,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if isSet(c.fs, "replica-timeout") && replicaTO <= 0 {
 		return c.usageError(stderr, "--replica-timeout %v must be positive", replicaTO)
+	}
+	if isSet(c.fs, "replica-timeout") && replicas == 0 {
+		return c.usageError(stderr, "--replica-timeout needs --replicas")
 	}
 	if err := durations.resolve(c.fs); err != nil {
 		return c.usageError(stderr, "%v", err)
@@ -186,7 +189,7 @@ func (d *runDurations) resolve(fs *flag.FlagSet) error {
 	if !isSet(fs, "renew-deadline") {
 		d.renewDeadline = (d.ttl * 2 / 3).Truncate(time.Millisecond)
 		if d.renewDeadline < time.Millisecond {
-			return fmt.Errorf("--ttl %v is too short: its default --renew-deadline, 2/3 of it, would be below the server's 1ms resolution (give --ttl 3ms or more; below 2s, pauses end healthy terms)", d.ttl)
+			return fmt.Errorf("--ttl %v is too short: its default --renew-deadline, 2/3 of it, would be below the server's 1ms resolution (with the default durations give --ttl 8ms or more; below 2s, pauses end healthy terms)", d.ttl)
 		}
 	}
 	if !isSet(fs, "retry-period") {
@@ -321,6 +324,7 @@ type runner struct {
 	mu       sync.Mutex     // guards the fields below
 	child    *child         // the running command, until it was reaped
 	stopping syscall.Signal // the SIGINT or SIGTERM that stops baton; 0 until then
+	started  bool           // the command was started at least once
 	exited   bool           // the command exited on its own (or after a forwarded signal) and baton stops
 	code     int            // baton's exit status once exited
 	failures int            // --rerun: quick non-zero exits in a row
@@ -348,7 +352,7 @@ func (r *runner) lead(ctx context.Context, term callbacks.Term) {
 		r.stop()
 		return
 	}
-	r.child = c
+	r.child, r.started = c, true
 	r.mu.Unlock()
 	started := time.Now()
 	r.log.Info("baton: command started", "pgid", c.pgid, "fence", term.Fence)
