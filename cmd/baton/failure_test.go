@@ -169,6 +169,7 @@ func TestDurationFlags(t *testing.T) {
 		{"grace beyond a given margin", []string{"--ttl", "3s", "--grace", "2s"},
 			[]string{"--grace 2s exceeds --ttl 3s minus --renew-deadline 2s (1s)"}},
 		{"hold without try", []string{"--hold", "1m"}, []string{"--hold needs --try"}},
+		{"replica timeout without replicas", []string{"--replica-timeout", "1s"}, []string{"--replica-timeout needs --replicas"}},
 		{"try and rerun", []string{"--try", "--rerun"}, []string{"exclude each other"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

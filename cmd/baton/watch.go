@@ -53,6 +53,9 @@ func cmdWatch(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	client, err := connect(ctx, &conn, opt, false)
 	if err != nil {
+		if ctx.Err() != nil { // SIGINT or SIGTERM while connecting: as promised, 0
+			return exitOK
+		}
 		return errorf(stderr, err)
 	}
 	defer client.Close()
