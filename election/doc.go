@@ -66,8 +66,8 @@
 //     missing, after three refused campaign attempts in a row, or three
 //     refused reads of the leader. A SUBSCRIBE refused while running (a
 //     permission revoked) is logged once; standbys and watchers then rely on
-//     reads at the leader's TTL and their fallback pace (every RetryPeriod/2
-//     for a running elector).
+//     reads at the leader's TTL and their fallback pace (every min(TTL, 5s)
+//     for a running elector; standbys attempt every RetryPeriod/10).
 //   - a panic in a callback: see above; a panic in OnLost or OnNewLeader is
 //     logged at once and changes nothing else (with CrashOnPanic, it ends
 //     Run and Run panics).

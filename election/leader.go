@@ -121,7 +121,9 @@ func leaderFrom(st lock.State) callbacks.Leader {
 // electors publish every acquisition and release (their locks announce: see
 // lock.Config.Announce). An acquisition's message names the new leader and
 // its TTL, and a handover announces the new leader before the old one's
-// release, so a change of leader costs Watch no read; it reads the leader
+// release, so a change of leader costs Watch no read when it happens (a
+// handover between processes costs one, when its announced claim window
+// ends: the claim is not announced); it reads the leader
 // after a release with no successor announced, after each (re)established
 // subscription, at the moment the leader's TTL runs out (an expiry is not
 // published), and every fallback interval

@@ -18,9 +18,11 @@ import (
 // It reads the leader only when the channel does not say who leads: an
 // announced acquisition names its holder and TTL (lock.Event), and a
 // handover announces the new holder before the old one's release, so a
-// handover costs a follower no read at all; a release of the leader it
-// knows, a subscription (re)established, the leader's TTL running out and
-// the fallback interval do.
+// handover costs a follower no read when it happens. A handover to another
+// process announces the claim window as the new holder's TTL and its claim
+// is not announced, so the follower reads once when that window ends. A
+// release of the leader it knows, a subscription (re)established, the
+// leader's TTL running out and the fallback interval make it read too.
 type observer struct {
 	lock     *lock.Lock
 	fallback time.Duration // re-read pace

@@ -33,8 +33,8 @@ const (
 	minClaimWindow = 2 * time.Millisecond
 )
 
-// Config tunes a Lock. The zero value is a lock without TTL that blocks until
-// the context ends; every zero field means its documented default.
+// Config tunes a Lock. TTL is required (NoExpiry for a key without expiry);
+// every other zero field means its documented default.
 type Config struct {
 	// TTL is how long the key lives after an acquisition (PX): a holder
 	// that crashes keeps the lock at most this long. Required: New refuses

@@ -51,8 +51,8 @@ var (
 	ErrNoTTL = errors.New("lock: lock has no ttl")
 
 	// ErrInvalidTTL is returned by Extend and ExtendTo when the resulting TTL
-	// would be below one millisecond, or when the duration asked for is not a
-	// whole number of milliseconds above zero. Nothing is changed on the
+	// would be below one millisecond, or when the duration asked for is below
+	// one millisecond (others are rounded up to whole ms). Nothing is changed on the
 	// server: in particular the key is never deleted by an extension.
 	ErrInvalidTTL = errors.New("lock: invalid ttl")
 
@@ -85,12 +85,13 @@ var (
 // Error is the error type of lock operations. It names the operation and the
 // lock, and wraps a sentinel (Kind) and, when there is one, the cause.
 type Error struct {
-	Op   string // "acquire", "release", "extend", "reacquire", "owned", "locked", "inspect", "check"
+	Op   string // "acquire", "release", "extend", "reacquire", "owned", "locked", "inspect", "check", "subscribe"
 	Name string // the lock's name as given to New
 	Kind error  // one of the sentinels above, or nil when only Err applies (a caller's context that ended)
 	Err  error  // the underlying cause (transport error, error reply, ctx error), or nil
 }
 
+// Error returns `lock "<name>": <op>: <kind>: <cause>`, leaving out what is nil.
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("lock %q: %s", e.Name, e.Op)
 	if e.Kind != nil {

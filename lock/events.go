@@ -31,8 +31,8 @@ const (
 
 // Event is one thing Follow observed on a lock's channel.
 type Event struct {
-	Kind  EventKind
-	Fence int64 // for Acquired and Released; 0 otherwise
+	Kind  EventKind // what happened
+	Fence int64     // for Acquired and Released; 0 otherwise
 	// Holder and TTL describe the acquisition of an Acquired event: the
 	// token stored at the key, and the TTL the key was set with (negative:
 	// no expiry). For a key handed to a waiter in another process the TTL is
@@ -75,8 +75,8 @@ const (
 // when ctx ends.
 //
 // What is published depends on the acquirers' Config, not the follower's:
-// Locks with Announce publish every acquisition and release; others publish a
-// release only when a blocked Acquire has registered, and no acquisition.
+// Locks with Announce publish every acquisition and release; others publish
+// nothing (their waiters hear of releases on their own grant channels).
 // Follow a lock whose acquirers announce (elections do) to see every change.
 //
 // Blocked Acquire calls and election watchers are built on it.

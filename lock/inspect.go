@@ -8,9 +8,8 @@ import (
 	"github.com/valkey-io/valkey-go"
 )
 
-// Channel returns the Pub/Sub channel on which the lock's scripts publish
-// "released:<fence>" after a release that a blocked Acquire registered for,
-// and, with Config.Announce, "acquired:<fence>:<ttl ms>:<token>" after every
+// Channel returns the Pub/Sub channel on which, with Config.Announce, the
+// lock's scripts publish "released:<fence>" after every release and "acquired:<fence>:<ttl ms>:<token>" after every
 // acquisition (a handover announces the new holder before the release) and
 // "released:<fence>" after every release, for watchers that follow the holder
 // without polling (Follow parses them into Events). Expiry is not published: a watcher learns of it from the

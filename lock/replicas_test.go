@@ -230,8 +230,8 @@ func clusterLock(t *testing.T, c *valkeytest.Cluster, name string, cfg Config) *
 	return l
 }
 
-// awaitInLine waits until n entries wait in l's line on node, the primary
-// that serves l's slot.
+// awaitInLine waits until n entries wait in l's line on node (on a
+// cluster, the primary that serves l's slot).
 func awaitInLine(t *testing.T, node *valkeytest.Server, l *Lock, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

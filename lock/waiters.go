@@ -36,7 +36,7 @@ import (
 //     quietFallback times RetryInterval while one is.
 //
 // The subscription is started by the first waiter and stopped a little after
-// the last one leaves (subscriptionLinger), so that a process that acquires
+// the last one leaves (lingerFor), so that a process that acquires
 // again at once keeps it: its next Acquire takes its place in line in its
 // first attempt. With RESP3 valkey-go carries it on the client's shared
 // connection, so waiters never cost a connection each.
@@ -531,7 +531,7 @@ func (q *waitQueue) withdrawLocked() string {
 // removeLocked takes w out of the queue; q.mu must be held. When w was the
 // head, the new head is poked, and made to attempt if attempt or pending is
 // set. When the last waiter leaves, the subscription lingers for
-// subscriptionLinger and then stops, unless a waiter came back.
+// lingerFor and then stops, unless a waiter came back.
 func (q *waitQueue) removeLocked(w *waiter, attempt, pending bool) {
 	i := slices.Index(q.waiters, w)
 	if i >= 0 {
